@@ -1,0 +1,1 @@
+"""Datasets, synthetic pedestrians, Siamese training, evaluation and ONNX export for ASTPN."""
