@@ -1,0 +1,390 @@
+"""Frames -> network input, shared by training and serving (NumPy + OpenCV, never torch).
+
+The pipeline, per tracklet (frames in the order given):
+
+1. validate every frame (grey HxW / HxWx1, RGB HxWx3, RGBA HxWx4; uint8, or float in [0, 1]);
+2. convert to float32 RGB in [0, 1] and resize to FRAME_SIZE (64x48, H x W);
+3. RGB -> YUV (BT.601, the matrix Torch's ``image.rgb2yuv`` used), then every channel of every
+   frame to zero mean and unit variance (standard deviation floored at NORM_EPSILON);
+4. dense pyramidal Lucas-Kanade optical flow on the luma of each frame against the previous one
+   (the first frame gets zero flow), in pixels of the 64x48 frame, divided by FLOW_SCALE_PX and
+   clipped to [-1, 1];
+5. stack to float32 (T, 5, 64, 48): Y, U, V, flow_x, flow_y.
+
+Cropping (random for training, central for serving) and mirroring are separate steps on that
+array so that training draws its augmentation once per sequence. The reasons behind every
+number are in docs/preprocessing.md; ``preprocessing_config()`` lists every setting that changes
+the output, so that an exported model can be checked against the code that serves it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FRAME_SIZE: tuple[int, int] = (64, 48)  # (H, W) after resize
+CROP_SIZE: tuple[int, int] = (56, 40)  # (H, W) network input
+CHANNELS: tuple[str, ...] = ("Y", "U", "V", "flow_x", "flow_y")
+FLOW_X: int = CHANNELS.index("flow_x")
+FLOW_Y: int = CHANNELS.index("flow_y")
+
+# Bump whenever any output of preprocess_frames/prepare_tracklet changes for the same input: the
+# service refuses a model whose card records a different preprocessing configuration.
+PREPROCESSING_VERSION = "1"
+
+# A channel whose standard deviation is below one 8-bit grey level (in [0, 1] units) carries no
+# signal above quantisation noise; flooring the divisor there keeps flat and nearly flat frames
+# from being blown up to unit variance (and a flat frame from giving 0/0).
+NORM_EPSILON = 1.0 / 255.0
+
+# Flow displacement (64x48 pixels) that maps to +-1. Fixed, not per sequence, so a flow value means
+# the same speed in every tracklet; 8 px is also about where the 3-level pyramid stops being able
+# to measure displacements at all, so clipping discards nothing measurable.
+FLOW_SCALE_PX = 8.0
+
+# Dense Lucas-Kanade settings (measurements behind them: docs/preprocessing.md).
+FLOW_LEVELS = 3  # 64x48, 32x24, 16x12: captures ~4x the single-level range
+FLOW_ITERATIONS = 2  # warp-and-solve passes per pyramid level
+FLOW_WINDOW = 9  # Gaussian window side (pixels at every level)
+FLOW_WINDOW_SIGMA = 2.0
+# Tikhonov term added to both diagonal entries of the 2x2 structure tensor, in (intensity/pixel)^2
+# with intensities in [0, 1]: gradients weaker than about one grey level per pixel count as noise.
+FLOW_REGULARISER = (1.0 / 255.0) ** 2
+
+# BT.601 luma weights; U and V are scaled colour differences. They are computed from differences
+# of R, G, B (see _rgb_to_yuv) so that grey pixels give exactly U = V = 0.
+_LUMA = (0.299, 0.587, 0.114)
+_U_SCALE = 0.492
+_V_SCALE = 0.877
+
+
+def preprocessing_config() -> dict:
+    """Every setting that changes the network input, JSON-serialisable.
+
+    The exported model card stores this dict; the service compares it with the running code's
+    and refuses a model trained on a different input.
+    """
+    return {
+        "version": PREPROCESSING_VERSION,
+        "input": "frames in tracklet order; RGB(A) or grey; uint8 or float in [0, 1]",
+        "frame_size": list(FRAME_SIZE),
+        "crop_size": list(CROP_SIZE),
+        "test_crop": "center",
+        "channels": list(CHANNELS),
+        "resize": "INTER_AREA when shrinking either side, else INTER_LINEAR; float32 in [0, 1]",
+        "colour_space": {
+            "name": "YUV BT.601",
+            "luma": list(_LUMA),
+            "u_scale": _U_SCALE,
+            "v_scale": _V_SCALE,
+        },
+        "normalisation": {
+            "kind": "per frame, per channel: (x - mean) / max(std, epsilon)",
+            "epsilon": NORM_EPSILON,
+        },
+        "flow": {
+            "method": "dense pyramidal Lucas-Kanade",
+            "image": "luma Y in [0, 1] at frame_size, before normalisation",
+            "pairs": "frame t against frame t-1, sampled on frame t's grid",
+            "first_frame": "zero",
+            "gradient": "Scharr of the current frame, per pyramid level",
+            "pyramid_levels": FLOW_LEVELS,
+            "pyramid_downsample": "INTER_AREA, factor 2",
+            "iterations_per_level": FLOW_ITERATIONS,
+            "window": "gaussian",
+            "window_size": FLOW_WINDOW,
+            "window_sigma": FLOW_WINDOW_SIGMA,
+            "regulariser": FLOW_REGULARISER,
+            "scale_px": FLOW_SCALE_PX,
+            "clip": [-1.0, 1.0],
+        },
+        "mirror": "flip width, negate flow_x",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Input validation and conversion
+
+
+def _as_rgb01(frame: object, index: int) -> np.ndarray:
+    """One frame -> float32 RGB (h, w, 3) in [0, 1]; ValueError naming the frame otherwise."""
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"frame {index}: expected a numpy array, got {type(frame).__name__}")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim == 2:
+        channels = 1
+    elif frame.ndim == 3 and frame.shape[2] in (3, 4):
+        channels = frame.shape[2]
+    else:
+        raise ValueError(
+            f"frame {index}: expected shape (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, "
+            f"got {frame.shape}"
+        )
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"frame {index}: empty image of shape {frame.shape}")
+    if frame.dtype == np.uint8:
+        rgb = frame.astype(np.float32) * np.float32(1.0 / 255.0)
+    elif np.issubdtype(frame.dtype, np.floating):
+        rgb = frame.astype(np.float32)
+        lo, hi = float(np.min(rgb)), float(np.max(rgb))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"frame {index}: float frames must be finite and in [0, 1], got values in "
+                f"[{lo}, {hi}] (uint8 frames are taken as 0..255)"
+            )
+    else:
+        raise ValueError(
+            f"frame {index}: expected dtype uint8 or float in [0, 1], got {frame.dtype}"
+        )
+    if channels == 1:
+        return np.repeat(rgb[:, :, None], 3, axis=2)
+    # Alpha is dropped, not composited: tracklet crops are opaque, and an arbitrary background
+    # colour would be a made-up input the network never saw in training.
+    return rgb[:, :, :3]
+
+
+def _resize(rgb: np.ndarray) -> np.ndarray:
+    h, w = FRAME_SIZE
+    # INTER_AREA integrates the source pixels when shrinking (no aliasing of the texture that
+    # both appearance and flow depend on); it is blocky when enlarging, where linear is better.
+    shrinking = rgb.shape[0] > h or rgb.shape[1] > w
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    out = cv2.resize(np.ascontiguousarray(rgb), (w, h), interpolation=interpolation)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB -> (..., 3) YUV, BT.601 (as Torch's image.rgb2yuv), U and V centred on 0."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    wr, wg, wb = _LUMA
+    y = wr * r + wg * g + wb * b
+    # B - Y and R - Y written as differences so that R = G = B gives exactly 0 (no rounding noise
+    # that normalisation would otherwise amplify for grey input).
+    u = _U_SCALE * (wr * (b - r) + wg * (b - g))
+    v = _V_SCALE * (wg * (r - g) + wb * (r - b))
+    return np.stack([y, u, v], axis=-1).astype(np.float32, copy=False)
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    """(T, C, H, W): each (frame, channel) plane to zero mean, unit variance (std floored)."""
+    planes = np.ascontiguousarray(x, dtype=np.float32).reshape(x.shape[0] * x.shape[1], -1)
+    # float64 accumulation: the mean of a constant plane is then exactly that constant, so flat
+    # frames give exact zeros rather than rounding residue.
+    mean = planes.mean(axis=1, dtype=np.float64, keepdims=True).astype(np.float32)
+    centred = planes - mean
+    std = np.sqrt(np.mean(np.square(centred), axis=1, dtype=np.float64, keepdims=True))
+    centred *= (1.0 / np.maximum(std, NORM_EPSILON)).astype(np.float32)
+    return centred.reshape(x.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Dense pyramidal Lucas-Kanade
+
+_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    # Only a handful of shapes ever occur (one per pyramid level), so caching them saves
+    # re-allocating two meshgrids per level for every frame pair.
+    grid = _GRIDS.get((h, w))
+    if grid is None:
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        gx.setflags(write=False)  # shared between calls (and threads): never modified
+        gy.setflags(write=False)
+        grid = (gx, gy)
+        _GRIDS[(h, w)] = grid
+    return grid
+
+
+def _pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
+    pyr = [img]
+    for _ in range(levels - 1):
+        prev = pyr[-1]
+        # 2x2 averaging: its sample centres (2i + 0.5) match cv2.resize's when the flow is
+        # upsampled again, and it is mirror-symmetric for even sizes (pyrDown, which samples at
+        # 2i, is not), so the flow of mirrored frames is the mirrored flow, up to rounding.
+        pyr.append(
+            cv2.resize(prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        )
+    return pyr
+
+
+def lucas_kanade_flow(
+    prev: np.ndarray,
+    curr: np.ndarray,
+    *,
+    levels: int = FLOW_LEVELS,
+    iterations: int = FLOW_ITERATIONS,
+    window: int = FLOW_WINDOW,
+    window_sigma: float = FLOW_WINDOW_SIGMA,
+    regulariser: float = FLOW_REGULARISER,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense optical flow from ``prev`` to ``curr`` (2-D float32 images, same shape).
+
+    Returns (flow_x, flow_y) in pixels, sampled on ``curr``'s grid: ``curr(x) ~ prev(x - d(x))``,
+    so positive flow_x means the content moved right. Coarse-to-fine: each level starts from the
+    doubled flow of the coarser one, warps ``prev`` by it (cv2.remap) and solves the windowed
+    2x2 Lucas-Kanade system for the remaining displacement. The defaults are the values
+    ``preprocess_frames`` uses; the keywords exist for measuring alternatives.
+    """
+    if prev.shape != curr.shape or prev.ndim != 2:
+        raise ValueError(f"flow needs two 2-D images of one shape, got {prev.shape}, {curr.shape}")
+    prev = np.ascontiguousarray(prev, dtype=np.float32)
+    curr = np.ascontiguousarray(curr, dtype=np.float32)
+    if levels > 1 and (prev.shape[0] >> (levels - 1) < 2 or prev.shape[1] >> (levels - 1) < 2):
+        raise ValueError(f"image {prev.shape} too small for {levels} pyramid levels")
+    prev_pyr = _pyramid(prev, levels)
+    curr_pyr = _pyramid(curr, levels)
+    ksize = (window, window)
+    fx: np.ndarray | None = None
+    fy: np.ndarray | None = None
+    for level in range(levels - 1, -1, -1):
+        p, c = prev_pyr[level], curr_pyr[level]
+        h, w = p.shape
+        gx, gy = _pixel_grid(h, w)
+        if fx is None or fy is None:
+            fx = np.zeros((h, w), np.float32)
+            fy = np.zeros((h, w), np.float32)
+            moved = False
+        else:
+            fx = cv2.resize(fx, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(2.0)
+            fy = cv2.resize(fy, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(2.0)
+            moved = True
+        # Gradients of the fixed image (curr): the 2x2 structure tensor and its inverse are then
+        # computed once per level, and each iteration only re-warps prev and blurs two products.
+        # Measured more accurate than re-deriving gradients from the warped image each pass
+        # (docs/preprocessing.md) as well as cheaper.
+        ix = cv2.Scharr(c, cv2.CV_32F, 1, 0, scale=1.0 / 32.0)
+        iy = cv2.Scharr(c, cv2.CV_32F, 0, 1, scale=1.0 / 32.0)
+        sxx, sxy, syy = cv2.split(
+            cv2.GaussianBlur(cv2.merge([ix * ix, ix * iy, iy * iy]), ksize, window_sigma)
+        )
+        # Tikhonov term on the diagonal: both eigenvalues >= regulariser, so det > 0 everywhere
+        # and textureless windows get a (near) zero update instead of a division by ~0.
+        sxx += np.float32(regulariser)
+        syy += np.float32(regulariser)
+        inv_det = np.float32(1.0) / (sxx * syy - sxy * sxy)
+        axx, axy, ayy = syy * inv_det, -sxy * inv_det, sxx * inv_det
+        for _ in range(iterations):
+            warped = (
+                cv2.remap(p, gx - fx, gy - fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                if moved
+                else p
+            )
+            # curr(x) ~ warped(x - u) ~ warped(x) - grad . u  =>  grad . u = warped - curr
+            it = warped - c
+            sxt, syt = cv2.split(
+                cv2.GaussianBlur(cv2.merge([ix * it, iy * it]), ksize, window_sigma)
+            )
+            fx += axx * sxt + axy * syt
+            fy += axy * sxt + ayy * syt
+            moved = True
+    assert fx is not None and fy is not None
+    return fx, fy
+
+
+# --------------------------------------------------------------------------------------------
+# Public pipeline
+
+
+def preprocess_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """RGB/grey/RGBA uint8 (or float in [0, 1]) frames of any size, in tracklet order ->
+    float32 (T, 5, 64, 48) with channels Y, U, V, flow_x, flow_y.
+
+    Frames may differ in size and channel count (each is converted on its own). Raises
+    ValueError with the offending frame's index for an empty sequence, a wrong dtype, ndim or
+    channel count, or float values outside [0, 1].
+    """
+    if isinstance(frames, np.ndarray) and frames.ndim not in (3, 4):
+        raise ValueError(
+            f"a frame stack must be (T, H, W) or (T, H, W, C), got an array of shape {frames.shape}"
+        )
+    if len(frames) == 0:
+        raise ValueError("empty frame sequence: a tracklet needs at least one frame")
+    rgb = np.stack([_resize(_as_rgb01(frame, i)) for i, frame in enumerate(frames)])
+    yuv = _rgb_to_yuv(rgb)  # (T, H, W, 3)
+    t, h, w = yuv.shape[:3]
+    out = np.empty((t, len(CHANNELS), h, w), dtype=np.float32)
+    out[:, :3] = _standardise(yuv.transpose(0, 3, 1, 2))
+    out[0, FLOW_X:] = 0.0  # no previous frame: zero motion is the neutral input
+    luma = np.ascontiguousarray(yuv[..., 0])
+    for i in range(1, t):
+        fx, fy = lucas_kanade_flow(luma[i - 1], luma[i])
+        out[i, FLOW_X] = fx
+        out[i, FLOW_Y] = fy
+    flow = out[:, FLOW_X:]
+    flow *= np.float32(1.0 / FLOW_SCALE_PX)
+    np.clip(flow, -1.0, 1.0, out=flow)
+    return out
+
+
+def _check_layout(x: np.ndarray) -> None:
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != len(CHANNELS):
+        shape = getattr(x, "shape", None)
+        raise ValueError(f"expected a (T, {len(CHANNELS)}, H, W) array, got shape {shape}")
+
+
+def _crop(x: np.ndarray, top: int, left: int) -> np.ndarray:
+    ch, cw = CROP_SIZE
+    return np.ascontiguousarray(x[:, :, top : top + ch, left : left + cw])
+
+
+def center_crop(x: np.ndarray) -> np.ndarray:
+    """(T, 5, 64, 48) -> (T, 5, 56, 40): the central crop, the test/serving view."""
+    _check_layout(x)
+    h, w = x.shape[2:]
+    ch, cw = CROP_SIZE
+    if h < ch or w < cw:
+        raise ValueError(f"cannot crop {CROP_SIZE} out of {(h, w)}")
+    return _crop(x, (h - ch) // 2, (w - cw) // 2)
+
+
+def random_crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(T, 5, 64, 48) -> (T, 5, 56, 40) at a uniformly drawn offset, the same for every frame
+    (the flow channels describe motion within one fixed window, so all frames share it)."""
+    _check_layout(x)
+    h, w = x.shape[2:]
+    ch, cw = CROP_SIZE
+    if h < ch or w < cw:
+        raise ValueError(f"cannot crop {CROP_SIZE} out of {(h, w)}")
+    top = int(rng.integers(0, h - ch + 1))
+    left = int(rng.integers(0, w - cw + 1))
+    return _crop(x, top, left)
+
+
+def mirror(x: np.ndarray) -> np.ndarray:
+    """Horizontal flip of a (T, 5, H, W) array: flips W and negates flow_x (motion to the right
+    becomes motion to the left); flow_y is unchanged. Works before or after cropping."""
+    _check_layout(x)
+    out = np.ascontiguousarray(x[..., ::-1])
+    out[:, FLOW_X] *= -1.0
+    return out
+
+
+def prepare_tracklet(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """The serving path: frames -> contiguous float32 (T, 5, 56, 40)."""
+    return center_crop(preprocess_frames(frames))
+
+
+def read_frame(path: str | os.PathLike[str]) -> np.ndarray:
+    """Image file -> RGB uint8 (H, W, 3) (OpenCV decodes to BGR; this converts).
+
+    Grey files come back as three equal channels and alpha is dropped, as preprocess_frames
+    would do anyway. Raises FileNotFoundError or ValueError naming the file.
+    """
+    p = Path(path)
+    try:
+        data = np.fromfile(p, dtype=np.uint8)  # not cv2.imread: it returns None for every failure
+    except FileNotFoundError:
+        raise FileNotFoundError(f"frame file not found: {p}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read frame file {p}: {exc}") from exc
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ValueError(f"cannot decode frame file {p}: not an image format OpenCV reads")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
