@@ -1,0 +1,350 @@
+"""Export one Siamese branch of a trained ASTPN, self-paired, to ONNX with its model card.
+
+The graph maps ``frames`` float32 (B, T, 5, 56, 40), B and T dynamic, to the self-pairing outputs
+(``embedding_probe``, ``embedding_gallery``, ``attention_probe``, ``attention_gallery``,
+``features``). It is produced by ``torch.export`` + the dynamo ONNX exporter; the recurrent layer
+turns into an ONNX ``Scan`` (see ``model/network.py``), so one file serves any tracklet length.
+Every export is checked: ``onnx.checker`` and ONNX Runtime against PyTorch on a random input.
+
+``python -m training export --checkpoint runs/x/best.pt --out model/weights/astpn-synthetic.onnx``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import os
+import shlex
+import sys
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from model.card import (
+    EMBEDDING_ROLES,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    build_card,
+    card_path_for,
+    default_roles,
+    sha256_file,
+    write_card,
+)
+from model.network import ASTPN, INPUT_CHANNELS, INPUT_SIZE, VARIANTS
+from training.checkpoint import load_checkpoint
+
+DEFAULT_OPSET = 18
+#: ONNX Runtime (CPU) must reproduce PyTorch to this max abs difference on every output.
+CPU_TOLERANCE = 1e-4
+#: GPUs may use other kernels (TF32, fused convolutions); checked, reported, not fatal.
+GPU_TOLERANCE = 1e-2
+# Example input for tracing. Neither B nor T may be 0 or 1 here: torch.export specialises those.
+_EXAMPLE_SHAPE = (2, 16, INPUT_CHANNELS, *INPUT_SIZE)
+
+
+class _SelfPairingGraph(nn.Module):
+    """frames -> the five self-pairing outputs, as a flat tuple in ``OUTPUT_NAMES`` order."""
+
+    def __init__(self, model: ASTPN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.self_pair(frames))
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs a warning per missing torchvision op and emits deprecation warnings
+    from its own internals; none concern this model, and they would bury the real messages."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def onnx_path_for(out_path: str | os.PathLike[str]) -> Path:
+    """``x.onnx`` stays; other names get ``.onnx`` appended (``astpn.v2`` -> ``astpn.v2.onnx``)."""
+    out = Path(out_path)
+    return out if out.suffix == ".onnx" else out.with_name(out.name + ".onnx")
+
+
+def _write_onnx(model: ASTPN, path: Path, opset: int) -> None:
+    example = torch.randn(*_EXAMPLE_SHAPE)
+    batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
+    with _quiet_exporter():
+        torch.onnx.export(
+            _SelfPairingGraph(model).eval(),
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={"frames": {0: batch, 1: time}},
+            opset_version=opset,
+            external_data=False,  # one self-contained file: the card's sha256 covers it all
+            verbose=False,
+        )
+
+
+def _opset_of(path: Path) -> int:
+    loaded = onnx.load(str(path), load_external_data=False)
+    return next(op.version for op in loaded.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def check_against_torch(
+    onnx_path: str | os.PathLike[str],
+    model: ASTPN,
+    *,
+    batch: int = 2,
+    length: int = 9,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the exported file in every ONNX Runtime provider that can run here and compare each
+    output with PyTorch. Returns ``{provider: max abs difference or error message}``.
+
+    Raises ``RuntimeError`` if the CPU provider disagrees beyond ``CPU_TOLERANCE``: such a file
+    must not be shipped. ``length`` differs from the tracing example so a frozen T would show.
+    """
+    import onnxruntime as ort
+
+    frames = torch.from_numpy(
+        np.random.default_rng(seed).standard_normal((batch, length, INPUT_CHANNELS, *INPUT_SIZE))
+    ).float()
+    with torch.inference_mode():
+        expected = [t.numpy() for t in model.self_pair(frames)]
+    results: dict[str, Any] = {}
+    for provider in ("CUDAExecutionProvider", "CPUExecutionProvider"):
+        if provider not in ort.get_available_providers():
+            continue
+        try:
+            session = ort.InferenceSession(str(onnx_path), providers=[provider])
+            if session.get_providers()[0] != provider:
+                results[provider] = "not usable here (session fell back to another provider)"
+                continue
+            got = session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames.numpy()})
+        except Exception as exc:  # ONNX Runtime raises its own untyped errors
+            if provider == "CPUExecutionProvider":
+                raise
+            results[provider] = f"not usable here: {exc}"
+            continue
+        results[provider] = max(
+            float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)
+        )
+    cpu = results.get("CPUExecutionProvider")
+    if not isinstance(cpu, float) or cpu > CPU_TOLERANCE:
+        raise RuntimeError(
+            f"the exported model disagrees with PyTorch on the CPU (max abs difference {cpu}, "
+            f"tolerance {CPU_TOLERANCE}); not writing a model that would serve other embeddings"
+        )
+    return results
+
+
+def export_onnx(
+    model: ASTPN,
+    out_path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    version: str = "1",
+    training_info: Mapping[str, Any] | None = None,
+    roles: Mapping[str, str] | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Write ``<out>.onnx`` and its card ``<out>.json``; returns the ``.onnx`` path.
+
+    ``model`` is not modified (a CPU eval-mode copy is exported). ``roles`` defaults to
+    enroll=gallery, query=probe for the attention variants and probe/probe for the mean ones.
+    ``training_info`` goes into the card's ``training`` (dataset, command, metrics, ...).
+    Both files are written to temporary names first and renamed once checked.
+    """
+    onnx_path = onnx_path_for(out_path)
+    card_path = card_path_for(onnx_path)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    network = copy.deepcopy(model).cpu().eval()
+
+    # Same folder, so the final rename is atomic; the service never sees a half-written model.
+    tmp = onnx_path.with_name(f".{onnx_path.stem}.{uuid.uuid4().hex}.onnx")
+    try:
+        _write_onnx(network, tmp, opset)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        check_against_torch(tmp, network)
+        card = build_card(
+            name=name or onnx_path.stem,
+            version=version,
+            variant=network.variant,
+            embedding_size=network.feature_dim,
+            onnx_sha256=sha256_file(tmp),
+            roles=roles,
+            training=training_info,
+            opset=_opset_of(tmp),
+            torch_version=torch.__version__,
+        )
+        os.replace(tmp, onnx_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    write_card(card, card_path)
+    return onnx_path
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _best_validation(validations: Any) -> dict[str, Any]:
+    """The validation entry with the best rank-1 (what ``best.pt`` was saved for)."""
+    entries = [v for v in validations or [] if isinstance(v, dict) and "ranks" in v]
+    if not entries:
+        return {}
+    best = dict(max(entries, key=lambda v: v["ranks"].get("rank1", float("-inf"))))
+    best.pop("role_table", None)  # per-role CMC tables: large, and in the training report
+    return best
+
+
+def _training_info_from_checkpoint(path: Path, state: Mapping[str, Any]) -> dict[str, Any]:
+    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    return {
+        "dataset": state.get("dataset", config.get("dataset")),
+        "split": state.get("split", config.get("split")),
+        "command": config.get("command"),
+        "metrics": _best_validation(state.get("validations")),
+        "iterations": state.get("iteration"),
+        "epochs": state.get("epoch"),
+        "checkpoint": str(path),
+        "config": config,
+    }
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a checkpoint to ONNX (+ its model card) for the service",
+        description=(
+            "Export one Siamese branch of an ASTPN checkpoint, paired with itself, to ONNX: "
+            "input 'frames' float32 (B, T, 5, 56, 40) with dynamic B and T; outputs "
+            + ", ".join(OUTPUT_NAMES)
+            + ". Writes OUT.onnx and the model card OUT.json (name, version, variant, "
+            "preprocessing, roles, training record, sha256 of the .onnx). The export is "
+            "checked with onnx.checker and against PyTorch in every available ONNX Runtime "
+            "provider before it is written."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="checkpoint written by `python -m training train` (e.g. runs/x/best.pt); its "
+        "dataset, command, best validation metrics and config go into the card",
+    )
+    source.add_argument(
+        "--random-init",
+        action="store_true",
+        help="export an untrained, randomly initialised network instead (for tests and "
+        "service smoke runs; its embeddings are meaningless)",
+    )
+    parser.add_argument(
+        "--out",
+        "--output",
+        dest="out",
+        type=Path,
+        required=True,
+        help="output path; '.onnx' is added if missing and the card is written next to it "
+        "with the same stem and '.json'",
+    )
+    parser.add_argument(
+        "--name", help="model name recorded in the card (default: the output file's stem)"
+    )
+    parser.add_argument(
+        "--version",
+        default="1",
+        help="model version recorded in the card and reported by the service "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--enroll-role",
+        choices=EMBEDDING_ROLES,
+        help="which self-pairing embedding the service stores when enrolling a tracklet: "
+        "'gallery' (column-wise attention) or 'probe' (row-wise attention). Default: gallery "
+        "for atpn/astpn, probe for the mean-pooling variants (whose two embeddings are equal)",
+    )
+    parser.add_argument(
+        "--query-role",
+        choices=EMBEDDING_ROLES,
+        help="which embedding the service computes for a query. Default: probe",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        help="network variant, only with --random-init (default: astpn; a checkpoint "
+        "records its own)",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="weight seed, only with --random-init (default: 0)"
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help="ONNX opset version of the graph (default: %(default)s)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    command = shlex.join(["python", "-m", "training", *sys.argv[1:]])
+    if args.checkpoint and (args.variant or args.seed is not None):
+        raise SystemExit("error: --variant and --seed apply to --random-init only")
+    if args.random_init:
+        args.seed = 0 if args.seed is None else args.seed
+        torch.manual_seed(args.seed)
+        model = ASTPN(args.variant or "astpn")
+        info: dict[str, Any] = {
+            "dataset": "none (random initialisation)",
+            "command": command,
+            "metrics": {},
+            "seed": args.seed,
+        }
+    else:
+        try:
+            model, state = load_checkpoint(args.checkpoint)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"error: {exc}") from exc
+        info = _training_info_from_checkpoint(args.checkpoint, state)
+        info["export_command"] = command
+    roles = default_roles(model.variant)
+    if args.enroll_role:
+        roles["enroll"] = args.enroll_role
+    if args.query_role:
+        roles["query"] = args.query_role
+
+    print(f"exporting {model.variant} to ONNX (opset {args.opset}) ...", file=sys.stderr)
+    onnx_path = export_onnx(
+        model,
+        args.out,
+        name=args.name,
+        version=args.version,
+        training_info=info,
+        roles=roles,
+        opset=args.opset,
+    )
+    checks = check_against_torch(onnx_path, model.cpu().eval())
+    print(f"wrote {onnx_path} and its card {card_path_for(onnx_path)}")
+    print(f"roles: enroll={roles['enroll']} query={roles['query']}")
+    for provider, result in checks.items():
+        verdict = f"max |onnx - torch| = {result:.2e}" if isinstance(result, float) else result
+        print(f"  {provider}: {verdict}")
+    return 0
