@@ -1,0 +1,550 @@
+"""Evaluate a trained model: CMC and mAP on a dataset's test protocol, over one or more splits.
+
+Every test sequence is embedded on its own by *self-pairing* (paper §3.3: the sequence is
+paired with itself), which gives two embeddings, one per attention role (probe = row-wise,
+gallery = column-wise scores of tanh(P U P^T)). Queries use ``--query-role``, the gallery
+``--gallery-role``; the report also lists CMC for every role combination, so the role decision
+the service relies on (the model card's ``roles``) can be measured on the same run.
+
+The model is either a PyTorch checkpoint (``--checkpoint``) or an exported ONNX model
+(``--onnx``), the latter run through ONNX Runtime exactly as the service runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from model.preprocessing import mirror
+from training.metrics import (
+    DEFAULT_RANKS,
+    cmc_at,
+    euclidean_distances,
+    evaluate_rankings_detailed,
+    mean_std_over_splits,
+)
+from training.sequences import evaluation_view, load_sequences
+
+ROLES = ("probe", "gallery")
+# Model input for one sequence (T, 5, 56, 40) -> {"probe": (D,), "gallery": (D,)}.
+EmbedFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+# ----------------------------------------------------------------------------- embedding
+
+
+def torch_embed_fn(model: Any, device: str = "cpu") -> EmbedFn:
+    """Self-pairing embeddings through a PyTorch ASTPN (eval mode, no gradients)."""
+    import torch
+
+    model.eval()
+
+    def embed(x: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            out = model.self_pair(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))
+        return {
+            "probe": out.embedding_probe[0].float().cpu().numpy(),
+            "gallery": out.embedding_gallery[0].float().cpu().numpy(),
+        }
+
+    return embed
+
+
+def onnx_embed_fn(onnx_path: str | Path, threads: int | None = None) -> EmbedFn:
+    """Self-pairing embeddings through an exported model in ONNX Runtime (what the service runs)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+    def embed(x: np.ndarray) -> dict[str, np.ndarray]:
+        probe, gallery = session.run(
+            ["embedding_probe", "embedding_gallery"],
+            {"frames": np.ascontiguousarray(x[None], dtype=np.float32)},
+        )
+        return {"probe": probe[0], "gallery": gallery[0]}
+
+    return embed
+
+
+def embed_sequences(
+    embed: EmbedFn,
+    sequences: Sequence[np.ndarray],
+    *,
+    max_frames: int = 128,
+    flip: bool = False,
+    progress: bool = False,
+    desc: str = "embedding",
+) -> dict[str, np.ndarray]:
+    """Embed preprocessed (T, 5, 64, 48) sequences: first ``max_frames`` frames, central crop.
+
+    ``flip`` averages the embedding with that of the mirrored sequence (test-time augmentation).
+    Returns ``{"probe": (N, D), "gallery": (N, D)}``.
+    """
+    out: dict[str, list[np.ndarray]] = {role: [] for role in ROLES}
+    for seq in tqdm(sequences, desc=desc, unit="seq", disable=not progress, leave=False):
+        x = evaluation_view(seq, max_frames)
+        result = embed(x)
+        if flip:
+            flipped = embed(mirror(x))
+            result = {role: 0.5 * (result[role] + flipped[role]) for role in ROLES}
+        for role in ROLES:
+            out[role].append(np.asarray(result[role], dtype=np.float32))
+    return {role: np.stack(vectors) for role, vectors in out.items()}
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def protocol_sets(split: Any, all_identities: bool = False) -> tuple[list[Any], list[Any]]:
+    """(query, gallery) tracklets of a split; ``all_identities`` adds the training persons.
+
+    Used for cross-dataset evaluation, where none of the dataset's persons were trained on. It
+    needs query and gallery cameras to be disjoint (iLIDS-VID, PRID-2011, the synthetic
+    set): each training tracklet joins the side whose cameras it comes from.
+    """
+    query, gallery = list(split.query), list(split.gallery)
+    if not all_identities:
+        return query, gallery
+    q_cams = {t.camera for t in query}
+    g_cams = {t.camera for t in gallery}
+    if q_cams & g_cams:
+        raise ValueError(
+            "--all-test-identities needs disjoint query and gallery cameras; this protocol "
+            f"uses cameras {sorted(q_cams)} for queries and {sorted(g_cams)} for the gallery"
+        )
+    for t in split.train:
+        if t.camera in q_cams:
+            query.append(t)
+        elif t.camera in g_cams:
+            gallery.append(t)
+    return query, gallery
+
+
+def score_embeddings(
+    query_embeddings: np.ndarray,
+    gallery_embeddings: np.ndarray,
+    query: Sequence[Any],
+    gallery: Sequence[Any],
+    ranks: Sequence[int] = DEFAULT_RANKS,
+    max_rank: int = 50,
+) -> dict[str, Any]:
+    """CMC/mAP of Euclidean rankings (the model card's distance)."""
+    distmat = euclidean_distances(query_embeddings, gallery_embeddings)
+    result = evaluate_rankings_detailed(
+        distmat,
+        np.array([t.identity for t in query]),
+        np.array([t.identity for t in gallery]),
+        np.array([t.camera for t in query]),
+        np.array([t.camera for t in gallery]),
+        max_rank=max_rank,
+    )
+    return {
+        "cmc": result.cmc.tolist(),
+        "ranks": {f"rank{r}": v for r, v in cmc_at(result.cmc, ranks).items()},
+        "mAP": result.mAP,
+        "num_query": len(query),
+        "num_gallery": len(gallery),
+        "num_valid_queries": result.num_valid_queries,
+        "num_skipped_queries": result.num_skipped_queries,
+    }
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How test sequences are embedded and which self-pairing role each side uses."""
+
+    max_frames: int = 128
+    flip: bool = False
+    query_role: str = "probe"
+    gallery_role: str = "gallery"
+
+    def __post_init__(self) -> None:
+        for role in (self.query_role, self.gallery_role):
+            if role not in ROLES:
+                raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        if self.max_frames < 1:
+            raise ValueError("max_frames must be >= 1")
+
+
+def evaluate_sequences(
+    embed: EmbedFn,
+    query: Sequence[Any],
+    gallery: Sequence[Any],
+    query_sequences: Sequence[np.ndarray],
+    gallery_sequences: Sequence[np.ndarray],
+    options: EmbedOptions = EmbedOptions(),
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Embed both sides and score them; ``role_table`` has rank-1/mAP for all four role pairs."""
+    start = time.perf_counter()
+    q_emb = embed_sequences(
+        embed,
+        query_sequences,
+        max_frames=options.max_frames,
+        flip=options.flip,
+        progress=progress,
+        desc="embedding queries",
+    )
+    g_emb = embed_sequences(
+        embed,
+        gallery_sequences,
+        max_frames=options.max_frames,
+        flip=options.flip,
+        progress=progress,
+        desc="embedding gallery",
+    )
+    result = score_embeddings(
+        q_emb[options.query_role], g_emb[options.gallery_role], query, gallery
+    )
+    table = {}
+    for q_role in ROLES:
+        for g_role in ROLES:
+            scored = score_embeddings(q_emb[q_role], g_emb[g_role], query, gallery)
+            table[f"{q_role}->{g_role}"] = {"rank1": scored["ranks"]["rank1"], "mAP": scored["mAP"]}
+    result["role_table"] = table
+    result["query_role"] = options.query_role
+    result["gallery_role"] = options.gallery_role
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+# ----------------------------------------------------------------------------- runs over splits
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``python -m training evaluate`` does, as a Python API."""
+
+    dataset: str
+    root: str | Path
+    checkpoints: list[str] = field(default_factory=list)  # may contain {i}: the split index
+    onnx: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    splits: list[int] = field(default_factory=lambda: [0])
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    embed: EmbedOptions = field(default_factory=EmbedOptions)
+    all_test_identities: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    cache_dir: str | Path | None = None
+    workers: int = 1
+    report: str | Path | None = None
+    plot: str | Path | None = None
+    progress: bool = True
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda but CUDA is not available")
+    return device
+
+
+def _pattern(path: str, split: int) -> str:
+    return path.replace("{i}", str(split)).replace("{split}", str(split))
+
+
+def _default_label(path: str) -> str:
+    """The run's folder: ``runs/astpn/split{i}/best.pt`` -> ``astpn``; a bare file -> its stem."""
+    folders = [part for part in Path(path).parent.parts if "{" not in part and part != "."]
+    return folders[-1] if folders else Path(path).stem
+
+
+def evaluate_runs(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate every model source on every split; returns (and optionally writes) the report."""
+    from training.datasets import build_dataset
+
+    sources = [("checkpoint", p) for p in config.checkpoints] + [("onnx", p) for p in config.onnx]
+    if not sources:
+        raise ValueError("give at least one --checkpoint or --onnx")
+    if config.labels and len(config.labels) != len(sources):
+        raise ValueError("--label must be given once per --checkpoint/--onnx (in that order)")
+    labels = config.labels or [_default_label(p) for _, p in sources]
+    if len(set(labels)) != len(labels):
+        labels = [f"{label} ({i})" for i, label in enumerate(labels)]
+    device = resolve_device(config.device) if config.checkpoints else "cpu"
+    if config.threads and config.checkpoints:
+        import torch
+
+        torch.set_num_threads(config.threads)
+
+    dataset = build_dataset(config.dataset, config.root, **config.dataset_options)
+    runs: list[dict[str, Any]] = [
+        {"label": label, "kind": kind, "source": path, "per_split": []}
+        for label, (kind, path) in zip(labels, sources, strict=True)
+    ]
+    for split_index in config.splits:
+        if not 0 <= split_index < dataset.num_splits:
+            raise ValueError(f"split {split_index} out of range: {dataset.num_splits} splits")
+        split = dataset.split(split_index)
+        query, gallery = protocol_sets(split, config.all_test_identities)
+        sequences = load_sequences(
+            [*query, *gallery],
+            cache_dir=config.cache_dir,
+            workers=config.workers,
+            desc=f"preprocessing split {split_index}",
+            progress=config.progress,
+        )
+        q_seqs, g_seqs = sequences[: len(query)], sequences[len(query) :]
+        for run, (kind, path) in zip(runs, sources, strict=True):
+            source = _pattern(path, split_index)
+            if kind == "checkpoint":
+                from training.checkpoint import load_checkpoint
+
+                model, _ = load_checkpoint(source)
+                embed = torch_embed_fn(model.to(device), device)
+            else:
+                embed = onnx_embed_fn(source, config.threads)
+            result = evaluate_sequences(
+                embed, query, gallery, q_seqs, g_seqs, config.embed, progress=config.progress
+            )
+            result.update(split=split_index, source=source)
+            run["per_split"].append(result)
+            ranks = result["ranks"]
+            print(
+                f"[{run['label']}] split {split_index}: "
+                + " ".join(f"R{k[4:]}={100 * v:.1f}" for k, v in ranks.items())
+                + f" mAP={100 * result['mAP']:.1f}"
+                + (
+                    f" ({result['num_skipped_queries']} queries skipped)"
+                    if result["num_skipped_queries"]
+                    else ""
+                ),
+                file=sys.stderr,
+            )
+    for run in runs:
+        run["summary"] = mean_std_over_splits(run["per_split"])
+    report = {
+        "dataset": config.dataset,
+        "root": str(config.root),
+        "splits": list(config.splits),
+        "all_test_identities": config.all_test_identities,
+        "embed": asdict(config.embed),
+        "runs": runs,
+    }
+    if config.report:
+        path = Path(config.report)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
+    if config.plot:
+        plot_report(report, config.plot)
+    return report
+
+
+def plot_report(report: dict[str, Any], out_path: str | Path) -> Path:
+    """CMC plot of every run in a report (mean over splits, std band when several splits)."""
+    from training.plots import plot_cmc
+
+    curves, spreads = {}, {}
+    for run in report["runs"]:
+        stacked = np.array([r["cmc"] for r in run["per_split"]])
+        curves[run["label"]] = stacked.mean(0)
+        if len(stacked) > 1:
+            spreads[run["label"]] = stacked.std(0)
+    title = f"CMC on {report['dataset']} ({len(report['splits'])} split(s))"
+    return plot_cmc(curves, out_path, title=title, spreads=spreads)
+
+
+def format_summary_table(
+    rows: dict[str, dict[str, Any]], ranks: Sequence[int] = DEFAULT_RANKS
+) -> str:
+    """Markdown table, one row per label: rank-k and mAP as mean ± std (%) over splits."""
+    header = "| model | " + " | ".join(f"rank-{r}" for r in ranks) + " | mAP |"
+    lines = [header, "|" + "---|" * (len(ranks) + 2)]
+    for label, summary in rows.items():
+        cells = []
+        for key in [*(f"rank{r}" for r in ranks), "mAP"]:
+            stat = summary[key]
+            cells.append(f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse_key_values(items: Sequence[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> dict; values parsed as JSON when possible (numbers, booleans)."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+def parse_splits(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; a single number is a single split index."""
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"splits must be comma-separated integers: {text!r}"
+        ) from None
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """Dataset options shared by train, evaluate and ablate."""
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="dataset name: ilidsvid, prid2011, mars, folder or synthetic",
+    )
+    parser.add_argument("--root", required=True, help="dataset root folder")
+    parser.add_argument(
+        "--dataset-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="extra option passed to the dataset builder (repeatable), e.g. "
+        "min_frames=21 for PRID-2011",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="keep preprocessed tracklets here as .npy (keyed by frame files and "
+        "preprocessing settings) so later runs skip decoding and optical flow",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="threads for decoding/preprocessing tracklets (default 1)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="torch device; auto = cuda when available (default auto)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch/ONNX Runtime CPU threads (default: all cores)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
+    """Test-time embedding options shared by train (validation), evaluate and ablate."""
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        default=128,
+        help="frames per test sequence, from its start (default 128, as the authors' code)",
+    )
+    parser.add_argument(
+        "--flip",
+        action="store_true",
+        help="average each sequence's embedding with its mirror image's",
+    )
+    parser.add_argument(
+        "--query-role",
+        choices=ROLES,
+        default="probe",
+        help="self-pairing role embedding the queries (default probe)",
+    )
+    parser.add_argument(
+        "--gallery-role",
+        choices=ROLES,
+        default="gallery",
+        help="self-pairing role embedding the gallery (default gallery)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="CMC/mAP of checkpoints or ONNX models on a dataset's test protocol",
+        description=(
+            "Embed every test sequence by self-pairing (central crop, first --max-frames "
+            "frames), rank the gallery by Euclidean distance and report CMC (ranks 1/5/10/20 "
+            "and the full curve) and mAP, as mean ± std over the given splits. Gallery entries "
+            "of the query's own identity in the query's own camera are excluded, as in "
+            "torchreid. Cross-dataset: pass a checkpoint trained elsewhere with this "
+            "dataset's --dataset/--root."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_dataset_arguments(parser)
+    parser.add_argument(
+        "--splits", type=parse_splits, default=[0], help="comma-separated split indices, e.g. 0,1,2"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="PyTorch checkpoint; '{i}' is replaced by the split index, e.g. "
+        "runs/x/split{i}/best.pt (repeatable: one run each, overlaid in "
+        "the plot)",
+    )
+    parser.add_argument(
+        "--onnx",
+        action="append",
+        default=[],
+        help="exported ONNX model evaluated through ONNX Runtime, as the service "
+        "runs it; '{i}' as for --checkpoint (repeatable)",
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        help="name of each run in the table and plot, in --checkpoint then "
+        "--onnx order (default: the checkpoint's folder name)",
+    )
+    add_embed_arguments(parser)
+    parser.add_argument(
+        "--all-test-identities",
+        action="store_true",
+        help="also test on the split's training persons (cross-dataset "
+        "evaluation of a model trained on another dataset)",
+    )
+    parser.add_argument("--report", default=None, help="write the full report (JSON) here")
+    parser.add_argument("--plot", default=None, help="write a CMC plot (PNG) here")
+    parser.set_defaults(handler=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    config = EvalConfig(
+        dataset=args.dataset,
+        root=args.root,
+        checkpoints=args.checkpoint,
+        onnx=args.onnx,
+        labels=args.label,
+        splits=args.splits,
+        dataset_options=parse_key_values(args.dataset_option),
+        embed=EmbedOptions(args.max_frames, args.flip, args.query_role, args.gallery_role),
+        all_test_identities=args.all_test_identities,
+        device=args.device,
+        threads=args.threads,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+        report=args.report,
+        plot=args.plot,
+        progress=not args.no_progress,
+    )
+    report = evaluate_runs(config)
+    print(format_summary_table({run["label"]: run["summary"] for run in report["runs"]}))
+    return 0
