@@ -22,6 +22,12 @@ Contract every backend keeps (tests/test_gallery_contract.py runs the same suite
   different model raises :class:`GalleryModelMismatch`.
 * Deleting removes the vectors from the index: a deleted tracklet is never returned again.
 * All methods are thread-safe.
+
+Times: naive datetimes are taken as UTC; backends store epoch microseconds and return aware UTC
+datetimes. A tracklet's time span is [start_time, end_time]; when only one of them is known the
+span is that instant, and a tracklet with neither never passes a time filter. Records read back
+without features (``get_tracklet(..., with_features=False)``, ``get_identity``) carry an empty
+``(0, F)`` features array; their ``attention`` (hence ``num_frames``) is always present.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -108,6 +114,11 @@ class Gallery(abc.ABC):
 
     signature: ModelSignature
 
+    @property
+    def index_description(self) -> str:
+        """One line for logs and ``reid-gallery info``: which index serves the searches."""
+        return type(self).__name__
+
     @abc.abstractmethod
     def add(self, records: Sequence[TrackletRecord]) -> None: ...
 
@@ -122,7 +133,9 @@ class Gallery(abc.ABC):
     ) -> list[Match]: ...
 
     @abc.abstractmethod
-    def get_tracklet(self, tracklet_id: str, with_features: bool = False) -> TrackletRecord | None: ...
+    def get_tracklet(
+        self, tracklet_id: str, with_features: bool = False
+    ) -> TrackletRecord | None: ...
 
     @abc.abstractmethod
     def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -133,7 +146,9 @@ class Gallery(abc.ABC):
         """True when it existed."""
 
     @abc.abstractmethod
-    def list_identities(self, offset: int = 0, limit: int = 100) -> tuple[list[IdentitySummary], int]:
+    def list_identities(
+        self, offset: int = 0, limit: int = 100
+    ) -> tuple[list[IdentitySummary], int]:
         """A page of identities sorted by name, and the total number of identities."""
 
     @abc.abstractmethod
@@ -150,7 +165,7 @@ class Gallery(abc.ABC):
 
     @abc.abstractmethod
     def iter_records(self, batch_size: int = 1000):
-        """Yield every record with features, in batches (lists); used to migrate between backends."""
+        """Yield every record with features, in batches (lists); migrations between backends."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -160,6 +175,82 @@ class Gallery(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_epoch_us(moment: datetime | None) -> int | None:
+    """Exact integer microseconds since 1970 (UTC); naive datetimes are taken as UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_epoch_us(value: int | None) -> datetime | None:
+    """Inverse of :func:`to_epoch_us`: an aware UTC datetime."""
+    if value is None:
+        return None
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+def check_records(records: Sequence[TrackletRecord], signature: ModelSignature) -> None:
+    """Refuse a batch a backend must not store, before anything is written: wrong shapes or
+    non-finite numbers (:class:`ValueError`) and ids repeated inside the batch
+    (:class:`TrackletExists`)."""
+    seen: set[str] = set()
+    for record in records:
+        name = f"tracklet {record.tracklet_id!r}"
+        if not isinstance(record.tracklet_id, str) or not record.tracklet_id:
+            raise ValueError(f"{name}: tracklet_id must be a non-empty string")
+        if not isinstance(record.identity, str) or not record.identity:
+            raise ValueError(f"{name}: identity must be a non-empty string")
+        if record.tracklet_id in seen:
+            raise TrackletExists(f"{name} appears twice in the batch")
+        seen.add(record.tracklet_id)
+        embedding = np.asarray(record.embedding)
+        if embedding.shape != (signature.embedding_size,):
+            raise ValueError(
+                f"{name}: embedding has shape {embedding.shape}; this gallery stores "
+                f"({signature.embedding_size},) embeddings"
+            )
+        attention = np.asarray(record.attention)
+        features = np.asarray(record.features)
+        if attention.ndim != 1 or attention.shape[0] < 1:
+            raise ValueError(f"{name}: attention must be a non-empty (T,) array")
+        # Long tracklets are subsampled before the network: the features have one row per
+        # embedded frame, the attention one weight per uploaded frame.
+        if (
+            features.ndim != 2
+            or not 1 <= features.shape[0] <= attention.shape[0]
+            or features.shape[1] < 1
+        ):
+            raise ValueError(
+                f"{name}: features must be (T', F) with 1 <= T' <= {attention.shape[0]} (the "
+                f"attention length); got {features.shape}"
+            )
+        for part, values in (("embedding", embedding), ("attention", attention)):
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"{name}: {part} has non-finite values")
+        if not np.all(np.isfinite(features.astype(np.float16))):
+            raise ValueError(f"{name}: features are not finite in float16 (stored as float16)")
+
+
+def read_signature(backend: str, location: str) -> ModelSignature | None:
+    """The signature an existing gallery was built with, without opening it for writing;
+    ``None`` when there is no gallery at ``location`` (used by ``reid-gallery``)."""
+    if backend == "faiss":
+        from service.faiss_gallery import read_signature as read_faiss
+
+        return read_faiss(location)
+    if backend == "milvus":
+        from service.milvus_gallery import read_signature as read_milvus
+
+        return read_milvus(location)
+    raise ValueError(f"unknown gallery backend {backend!r}: use 'faiss' or 'milvus'")
 
 
 def open_gallery(backend: str, location: str, signature: ModelSignature) -> Gallery:

@@ -1,0 +1,554 @@
+"""The default gallery backend: SQLite is the source of truth, FAISS the search index.
+
+SQLite (WAL journal, ``synchronous=FULL``) holds every tracklet: metadata, the embedding, the
+per-step features (float16) and the attention. An exact FAISS index (``IndexIDMap2`` over
+``IndexFlatL2``) over the embeddings is rebuilt from it at start, so the index never has to be
+saved and can never disagree with the database after a crash: whatever SQLite committed is what
+the next start indexes.
+
+Ordering keeps the two consistent while running: an add commits to SQLite first and only then
+enters FAISS (if FAISS fails the rows are deleted again); a delete commits first and then removes
+the ids from FAISS. Searches map FAISS ids through an in-memory table of live rows, so a deleted
+tracklet can never be returned even for an instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from service.gallery import (
+    Gallery,
+    GalleryError,
+    GalleryModelMismatch,
+    IdentitySummary,
+    Match,
+    ModelSignature,
+    SearchFilters,
+    TrackletExists,
+    TrackletRecord,
+    check_records,
+    from_epoch_us,
+    to_epoch_us,
+)
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "gallery.sqlite3"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tracklets (
+    -- The FAISS id. AUTOINCREMENT: an id is never reused after a delete, so a stale FAISS entry
+    -- could never be mistaken for a newer tracklet.
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tracklet_id TEXT NOT NULL UNIQUE,
+    identity TEXT NOT NULL,
+    camera TEXT,
+    start_us INTEGER,            -- epoch microseconds, UTC
+    end_us INTEGER,
+    created_us INTEGER NOT NULL,
+    metadata TEXT NOT NULL,      -- JSON object
+    num_frames INTEGER NOT NULL,
+    feature_dim INTEGER NOT NULL,
+    embedding BLOB NOT NULL,     -- float32 (D,)
+    features BLOB NOT NULL,      -- float16 (T, F), row-major
+    attention BLOB NOT NULL      -- float32 (T,)
+);
+CREATE INDEX IF NOT EXISTS tracklets_identity ON tracklets (identity);
+CREATE INDEX IF NOT EXISTS tracklets_camera ON tracklets (camera);
+"""
+
+# Columns of a record read without its features.
+_META_COLUMNS = (
+    "tracklet_id, identity, camera, start_us, end_us, created_us, metadata, num_frames, "
+    "feature_dim, embedding, attention"
+)
+
+
+@dataclass(frozen=True)
+class _Live:
+    """What a search needs of a row, kept in memory next to its vector."""
+
+    tracklet_id: str
+    identity: str
+    camera: str | None
+
+
+def database_path(directory: str | Path) -> Path:
+    return Path(directory) / DB_NAME
+
+
+def read_signature(directory: str | Path) -> ModelSignature | None:
+    """The signature recorded in the gallery at ``directory``; None when there is none."""
+    path = database_path(directory)
+    if not path.is_file():
+        return None
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        connection.close()
+    if "model_version" not in rows:
+        return None
+    return ModelSignature(rows["model_version"], int(rows["embedding_size"]))
+
+
+def _time_clause(filters: SearchFilters) -> tuple[list[str], list[Any]]:
+    """SQL for the filters. A span is [start, end], one instant when only one end is known; a
+    NULL span compares false, so a tracklet without times never passes a time filter."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if filters.cameras is not None:
+        cameras = list(filters.cameras)
+        clauses.append(f"camera IN ({', '.join('?' * len(cameras))})" if cameras else "0")
+        params.extend(cameras)
+    if filters.exclude_cameras:
+        excluded = list(filters.exclude_cameras)
+        clauses.append(f"(camera IS NULL OR camera NOT IN ({', '.join('?' * len(excluded))}))")
+        params.extend(excluded)
+    if filters.start_after is not None:
+        clauses.append("COALESCE(end_us, start_us) >= ?")
+        params.append(to_epoch_us(filters.start_after))
+    if filters.end_before is not None:
+        clauses.append("COALESCE(start_us, end_us) <= ?")
+        params.append(to_epoch_us(filters.end_before))
+    return clauses, params
+
+
+def _is_filtering(filters: SearchFilters | None) -> bool:
+    return filters is not None and (
+        filters.cameras is not None
+        or bool(filters.exclude_cameras)
+        or filters.start_after is not None
+        or filters.end_before is not None
+    )
+
+
+class FaissGallery(Gallery):
+    """SQLite + exact FAISS gallery in ``directory`` (created if missing)."""
+
+    def __init__(self, directory: str | Path, signature: ModelSignature) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.signature = signature
+        self._lock = threading.RLock()
+        # One connection shared by every thread, serialised by the lock: SQLite writes are
+        # serialised anyway, and reads are short next to the embedding work around them.
+        self._db = sqlite3.connect(
+            database_path(self.directory), check_same_thread=False, isolation_level=None
+        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is fsynced at every commit, so an acknowledged add survives power loss.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._check_signature()
+            self._live: dict[int, _Live] = {}
+            self._cpu_index = faiss.IndexIDMap2(faiss.IndexFlatL2(signature.embedding_size))
+            self._load_index()
+        except BaseException:
+            self._db.close()
+            raise
+        self._gpu = self._gpu_resources()
+        self._gpu_index: Any = None  # a replica of the CPU index, rebuilt lazily after deletes
+        log.info("gallery at %s: %s", self.directory, self.index_description)
+
+    # ------------------------------------------------------------------------------ setup
+
+    def _check_signature(self) -> None:
+        with self._transaction():
+            rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            if not rows:
+                self._db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("model_version", self.signature.version),
+                        ("embedding_size", str(self.signature.embedding_size)),
+                        ("schema_version", str(SCHEMA_VERSION)),
+                    ],
+                )
+                return
+        recorded = ModelSignature(rows["model_version"], int(rows["embedding_size"]))
+        if recorded != self.signature:
+            raise GalleryModelMismatch(
+                f"the gallery in {self.directory} was built with model version "
+                f"{recorded.version!r} ({recorded.embedding_size}-d embeddings), not "
+                f"{self.signature.version!r} ({self.signature.embedding_size}-d): serve the "
+                "matching model, point REID_DATA_DIR at a new directory, or re-enroll the "
+                "tracklets with this model"
+            )
+        if int(rows.get("schema_version", "0")) != SCHEMA_VERSION:
+            raise GalleryError(
+                f"the gallery in {self.directory} has schema version "
+                f"{rows.get('schema_version')}; this code reads version {SCHEMA_VERSION}"
+            )
+
+    def _load_index(self) -> None:
+        """Rebuild the index from SQLite: one query, one contiguous copy, one FAISS add."""
+        rows = self._db.execute(
+            "SELECT row_id, tracklet_id, identity, camera, embedding FROM tracklets"
+        ).fetchall()
+        if not rows:
+            return
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(row[4] for row in rows), dtype=np.float32)
+        self._cpu_index.add_with_ids(vectors.reshape(len(rows), -1), ids)
+        self._live = {row[0]: _Live(row[1], row[2], row[3]) for row in rows}
+
+    @staticmethod
+    def _gpu_resources() -> Any:
+        """FAISS GPU resources when this FAISS build has GPU support and sees a GPU."""
+        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+            return None
+        try:
+            return faiss.StandardGpuResources()
+        except Exception:  # a broken driver must not stop the service: the CPU index works
+            log.warning("FAISS sees a GPU but cannot use it; searching on the CPU", exc_info=True)
+            return None
+
+    def _search_index(self, filtering: bool) -> Any:
+        """The index to search: the GPU replica for unfiltered searches when there is a GPU
+        (GPU flat indexes support neither ID selectors nor removal, so filtered searches and all
+        mutations use the CPU index, and the replica is re-copied after a delete)."""
+        if self._gpu is None or filtering:
+            return self._cpu_index
+        if self._gpu_index is None:
+            try:
+                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu, 0, self._cpu_index)
+            except Exception:
+                log.warning("copying the index to the GPU failed; searching on the CPU")
+                self._gpu = None
+                return self._cpu_index
+        return self._gpu_index
+
+    @property
+    def index_description(self) -> str:
+        device = "gpu" if self._gpu is not None else "cpu"
+        with self._lock:
+            total = self._cpu_index.ntotal
+        return f"faiss IndexIDMap2(IndexFlatL2) exact ({device}), {total} vectors"
+
+    # ---------------------------------------------------------------------------- writes
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def add(self, records: Sequence[TrackletRecord]) -> None:
+        check_records(records, self.signature)
+        if not records:
+            return
+        rows = [self._row(record) for record in records]
+        with self._lock:
+            row_ids: list[int] = []
+            try:
+                with self._transaction():
+                    for row in rows:
+                        cursor = self._db.execute(
+                            "INSERT INTO tracklets (tracklet_id, identity, camera, start_us, "
+                            "end_us, created_us, metadata, num_frames, feature_dim, embedding, "
+                            "features, attention) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            row,
+                        )
+                        row_ids.append(int(cursor.lastrowid or 0))
+            except sqlite3.IntegrityError as exc:
+                raise self._exists_error(records) from exc
+            except sqlite3.Error as exc:
+                raise GalleryError(f"storing {len(records)} tracklets failed: {exc}") from exc
+            ids = np.asarray(row_ids, dtype=np.int64)
+            vectors = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in records])
+            try:
+                self._cpu_index.add_with_ids(vectors, ids)
+                if self._gpu_index is not None:
+                    self._gpu_index.add_with_ids(vectors, ids)
+            except Exception as exc:
+                # Keep "nothing stored" true: take the committed rows back out.
+                self._cpu_index.remove_ids(faiss.IDSelectorBatch(ids))
+                self._gpu_index = None
+                with self._transaction():
+                    self._db.executemany(
+                        "DELETE FROM tracklets WHERE row_id = ?", [(i,) for i in row_ids]
+                    )
+                raise GalleryError(f"indexing {len(records)} tracklets failed: {exc}") from exc
+            for row_id, record in zip(row_ids, records, strict=True):
+                self._live[row_id] = _Live(record.tracklet_id, record.identity, record.camera)
+
+    def _exists_error(self, records: Sequence[TrackletRecord]) -> TrackletExists:
+        ids = [record.tracklet_id for record in records]
+        found = [
+            row[0]
+            for start in range(0, len(ids), 500)
+            for row in self._db.execute(
+                "SELECT tracklet_id FROM tracklets WHERE tracklet_id IN "
+                f"({', '.join('?' * len(ids[start : start + 500]))})",
+                ids[start : start + 500],
+            )
+        ]
+        return TrackletExists(
+            f"tracklet {found[0] if found else ids[0]!r} is already enrolled; nothing was stored"
+        )
+
+    @staticmethod
+    def _row(record: TrackletRecord) -> tuple[Any, ...]:
+        features = np.ascontiguousarray(record.features, dtype=np.float16)
+        created = record.created_at
+        return (
+            record.tracklet_id,
+            record.identity,
+            record.camera,
+            to_epoch_us(record.start_time),
+            to_epoch_us(record.end_time),
+            to_epoch_us(created) if created is not None else _now_us(),
+            json.dumps(record.metadata, ensure_ascii=False, allow_nan=False),
+            record.num_frames,
+            int(features.shape[1]),
+            np.ascontiguousarray(record.embedding, dtype=np.float32).tobytes(),
+            features.tobytes(),
+            np.ascontiguousarray(record.attention, dtype=np.float32).tobytes(),
+        )
+
+    def _delete_where(self, clause: str, value: str) -> int:
+        with self._lock:
+            with self._transaction():
+                ids = [
+                    row[0]
+                    for row in self._db.execute(
+                        f"SELECT row_id FROM tracklets WHERE {clause}", (value,)
+                    )
+                ]
+                if ids:
+                    self._db.execute(f"DELETE FROM tracklets WHERE {clause}", (value,))
+            if ids:
+                for row_id in ids:
+                    self._live.pop(row_id, None)
+                self._cpu_index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, np.int64)))
+                self._gpu_index = None
+            return len(ids)
+
+    def delete_tracklet(self, tracklet_id: str) -> bool:
+        return self._delete_where("tracklet_id = ?", tracklet_id) > 0
+
+    def delete_identity(self, identity: str) -> int:
+        return self._delete_where("identity = ?", identity)
+
+    # ---------------------------------------------------------------------------- search
+
+    def search(
+        self,
+        embedding: np.ndarray,
+        top_k: int,
+        filters: SearchFilters | None = None,
+        group_by_identity: bool = True,
+        max_distance: float | None = None,
+    ) -> list[Match]:
+        query = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
+        if query.shape[1] != self.signature.embedding_size:
+            raise ValueError(
+                f"the query embedding has {query.shape[1]} values; the gallery stores "
+                f"{self.signature.embedding_size}"
+            )
+        if top_k < 1:
+            return []
+        filtering = _is_filtering(filters)
+        with self._lock:
+            params = None
+            candidates = self._cpu_index.ntotal
+            if filtering and filters is not None:
+                allowed = self._allowed_ids(filters)
+                candidates = len(allowed)
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            if candidates == 0:
+                return []
+            index = self._search_index(filtering)
+            # Grouping needs more than top_k tracklets to find top_k identities: start with a
+            # few per identity and grow until enough identities, the range, or the end is hit.
+            k = min(candidates, top_k if not group_by_identity else max(4 * top_k, 32))
+            limit = None if max_distance is None else float(max_distance) ** 2
+            while True:
+                distances, ids = index.search(query, k, params=params)
+                matches, exhausted = self._collect(
+                    distances[0], ids[0], top_k, group_by_identity, limit
+                )
+                if len(matches) >= top_k or k >= candidates or exhausted:
+                    return matches
+                k = min(candidates, k * 4)
+
+    def _allowed_ids(self, filters: SearchFilters) -> np.ndarray:
+        clauses, params = _time_clause(filters)
+        rows = self._db.execute(
+            f"SELECT row_id FROM tracklets WHERE {' AND '.join(clauses)}", params
+        ).fetchall()
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    def _collect(
+        self,
+        distances: np.ndarray,
+        ids: np.ndarray,
+        top_k: int,
+        group_by_identity: bool,
+        limit: float | None,
+    ) -> tuple[list[Match], bool]:
+        """Matches from one FAISS answer (nearest first), and whether a farther search could not
+        add any (the answer already reached past ``max_distance``)."""
+        matches: list[Match] = []
+        seen: set[str] = set()
+        for squared, row_id in zip(distances, ids, strict=True):
+            if row_id < 0:
+                break
+            if limit is not None and squared > limit:
+                return matches, True
+            live = self._live.get(int(row_id))
+            if live is None:
+                continue
+            if group_by_identity:
+                if live.identity in seen:
+                    continue
+                seen.add(live.identity)
+            matches.append(
+                Match(live.tracklet_id, live.identity, live.camera, float(np.sqrt(max(squared, 0))))
+            )
+            if len(matches) == top_k:
+                break
+        return matches, False
+
+    # ----------------------------------------------------------------------------- reads
+
+    def get_tracklet(self, tracklet_id: str, with_features: bool = False) -> TrackletRecord | None:
+        columns = _META_COLUMNS + (", features" if with_features else "")
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {columns} FROM tracklets WHERE tracklet_id = ?", (tracklet_id,)
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = list(dict.fromkeys(tracklet_ids))
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._db.execute(
+                    "SELECT tracklet_id, feature_dim, features FROM tracklets "
+                    f"WHERE tracklet_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for tracklet_id, dim, blob in rows:
+                    found[tracklet_id] = _features(blob, dim)
+        return found
+
+    def get_identity(self, identity: str) -> list[TrackletRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_META_COLUMNS} FROM tracklets WHERE identity = ? ORDER BY row_id",
+                (identity,),
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def list_identities(
+        self, offset: int = 0, limit: int = 100
+    ) -> tuple[list[IdentitySummary], int]:
+        with self._lock:
+            total = self._db.execute("SELECT COUNT(DISTINCT identity) FROM tracklets").fetchone()[0]
+            rows = self._db.execute(
+                "SELECT identity, COUNT(*), "
+                "json_group_array(DISTINCT camera) FILTER (WHERE camera IS NOT NULL), "
+                "MIN(COALESCE(start_us, end_us)), MAX(COALESCE(end_us, start_us)) "
+                "FROM tracklets GROUP BY identity ORDER BY identity LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [
+            IdentitySummary(
+                identity=identity,
+                num_tracklets=count,
+                cameras=tuple(sorted(json.loads(cameras))),
+                first_seen=from_epoch_us(first),
+                last_seen=from_epoch_us(last),
+            )
+            for identity, count, cameras, first, last in rows
+        ], total
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM tracklets").fetchone()[0])
+
+    def iter_records(self, batch_size: int = 1000) -> Iterator[list[TrackletRecord]]:
+        """Batches in enrolment order, paged by row id so the lock is held one batch at a time
+        (concurrent adds and deletes stay possible during a long migration)."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT row_id, {_META_COLUMNS}, features FROM tracklets "
+                    "WHERE row_id > ? ORDER BY row_id LIMIT ?",
+                    (last, batch_size),
+                ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [_record(row[1:]) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+            self._gpu_index = None
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error. IMMEDIATE takes the write lock
+    up front so a read-then-write transaction cannot fail half-way on a busy database."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+def _now_us() -> int:
+    from datetime import UTC, datetime
+
+    value = to_epoch_us(datetime.now(UTC))
+    assert value is not None
+    return value
+
+
+def _features(blob: bytes, dim: int) -> np.ndarray:
+    # One row per embedded frame, which is fewer than num_frames for a subsampled tracklet.
+    return np.frombuffer(blob, dtype=np.float16).reshape(-1, dim).astype(np.float32)
+
+
+def _record(row: Sequence[Any]) -> TrackletRecord:
+    """A record from ``_META_COLUMNS`` (+ ``features`` when selected)."""
+    (tracklet_id, identity, camera, start, end, created, metadata, _, dim, emb, att) = row[:11]
+    features = _features(row[11], dim) if len(row) > 11 else np.zeros((0, dim), np.float32)
+    return TrackletRecord(
+        tracklet_id=tracklet_id,
+        identity=identity,
+        embedding=np.frombuffer(emb, dtype=np.float32).copy(),
+        features=features,
+        attention=np.frombuffer(att, dtype=np.float32).copy(),
+        camera=camera,
+        start_time=from_epoch_us(start),
+        end_time=from_epoch_us(end),
+        metadata=json.loads(metadata),
+        created_at=from_epoch_us(created),
+    )

@@ -1,0 +1,256 @@
+"""The HTTP API's one contract: request and response models, and the error shape.
+
+Multipart forms and JSON bodies are validated by the same models (form fields arrive as strings
+and pydantic's lax mode turns ``"5"`` into 5 and ``"true"`` into True), so both input forms accept
+exactly the same fields and give the same errors.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+
+class ApiError(Exception):
+    """A client error answered as ``{"error": {"code", "message"}}`` with this HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Naive times are taken as UTC so every stored time compares with every other."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _comma_list(value: object) -> object:
+    """Forms send ``cameras=a,b``; JSON sends a list. Blank items are dropped."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _json_object(value: object) -> object:
+    """Forms send ``metadata`` as a JSON string; JSON bodies send an object."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"metadata is not valid JSON ({exc.msg} at {exc.pos})") from exc
+        if not isinstance(value, dict):
+            raise ValueError('metadata must be a JSON object, e.g. {"site": "north"}')
+    return value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+CameraList = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=256)]] | None, BeforeValidator(_comma_list)
+]
+Metadata = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+Base64Frames = Annotated[
+    list[str],
+    Field(
+        min_length=1,
+        description="Frames in tracklet order, each a base64 JPEG or PNG "
+        "(a data:image/...;base64, prefix is accepted).",
+    ),
+]
+
+
+# ----------------------------------------------------------------------------------- requests
+
+
+class TrackletFields(BaseModel):
+    """What describes one tracklet being enrolled (everything but its frames)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    identity: str = Field(min_length=1, max_length=256, description="Who this tracklet shows.")
+    camera: str | None = Field(None, min_length=1, max_length=256)
+    start_time: UtcDatetime | None = Field(None, description="ISO 8601; naive times are UTC.")
+    end_time: UtcDatetime | None = Field(None, description="ISO 8601; naive times are UTC.")
+    metadata: Metadata = Field(
+        default_factory=dict, description="Free JSON object stored with the tracklet."
+    )
+
+    @model_validator(mode="after")
+    def _ordered_times(self) -> TrackletFields:
+        if self.start_time and self.end_time and self.end_time < self.start_time:
+            raise ValueError("end_time is before start_time")
+        return self
+
+
+class EnrollJson(TrackletFields):
+    """``POST /tracklets`` with ``Content-Type: application/json``."""
+
+    frames: Base64Frames
+
+
+class BatchEnrollRequest(BaseModel):
+    """``POST /tracklets/batch``: every tracklet is enrolled, or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracklets: list[EnrollJson] = Field(min_length=1)
+
+
+class QueryFields(BaseModel):
+    """How to search (everything but the query's frames)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(10, ge=1, description="Most matches returned (at most REID_MAX_TOP_K).")
+    max_distance: float | None = Field(
+        None, ge=0, description="Open set: matches farther than this are dropped (maybe all)."
+    )
+    cameras: CameraList = Field(None, description="Only these cameras (comma-separated in forms).")
+    exclude_cameras: CameraList = Field(None, description="Never these cameras.")
+    start_after: UtcDatetime | None = Field(
+        None, description="Only tracklets that overlap the window [start_after, end_before]."
+    )
+    end_before: UtcDatetime | None = None
+    group_by_identity: bool = Field(
+        True, description="Only the nearest tracklet of each identity; top_k counts identities."
+    )
+
+    @model_validator(mode="after")
+    def _ordered_window(self) -> QueryFields:
+        if self.start_after and self.end_before and self.end_before < self.start_after:
+            raise ValueError("end_before is before start_after")
+        return self
+
+
+class QueryJson(QueryFields):
+    """``POST /query`` with ``Content-Type: application/json``."""
+
+    frames: Base64Frames
+
+
+# ---------------------------------------------------------------------------------- responses
+
+
+class EnrollResponse(BaseModel):
+    tracklet_id: str
+    identity: str
+    camera: str | None
+    num_frames: int
+    attention: list[float] = Field(description="One weight per uploaded frame; they sum to 1.")
+
+
+class BatchEnrollResponse(BaseModel):
+    tracklets: list[EnrollResponse]
+
+
+class MatchOut(BaseModel):
+    rank: int = Field(description="1 for the nearest.")
+    identity: str
+    tracklet_id: str
+    camera: str | None
+    distance: float = Field(description="Euclidean distance between embeddings.")
+    score: float = Field(description="1 / (1 + distance): in (0, 1], higher is closer.")
+
+
+class Timings(BaseModel):
+    """Server-side milliseconds spent in each stage of the request."""
+
+    decode_ms: float
+    preprocess_ms: float
+    embed_ms: float
+    search_ms: float
+    total_ms: float
+
+
+class QueryResponse(BaseModel):
+    matches: list[MatchOut]
+    num_frames: int
+    attention: list[float] = Field(description="One weight per uploaded frame; they sum to 1.")
+    timings: Timings
+
+
+class TrackletOut(BaseModel):
+    tracklet_id: str
+    identity: str
+    camera: str | None
+    start_time: datetime | None
+    end_time: datetime | None
+    metadata: dict[str, Any]
+    num_frames: int
+    attention: list[float]
+    created_at: datetime | None
+
+
+class IdentityOut(BaseModel):
+    identity: str
+    num_tracklets: int
+    cameras: list[str]
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+class IdentityPage(BaseModel):
+    items: list[IdentityOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class IdentityDetail(BaseModel):
+    identity: str
+    tracklets: list[TrackletOut]
+
+
+class DeletedIdentity(BaseModel):
+    identity: str
+    deleted_tracklets: int
+
+
+class DeletedTracklet(BaseModel):
+    tracklet_id: str
+    deleted: bool
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    variant: str | None
+    path: str
+    embedding_size: int
+    roles: dict[str, str]
+
+
+class GalleryInfo(BaseModel):
+    backend: str
+    count: int
+
+
+class Ready(BaseModel):
+    status: str
+    provider: str = Field(description="The ONNX Runtime execution provider running the model.")
+    available_providers: list[str]
+    model: ModelInfo
+    gallery: GalleryInfo
+    batching: bool
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable name, e.g. frame_too_large.")
+    message: str = Field(description="What was wrong, the limit involved and what to do.")
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

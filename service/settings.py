@@ -1,0 +1,154 @@
+"""The service's configuration: one pydantic-settings object read from ``REID_*`` variables.
+
+The object is built once by the entry point (``service.app`` or ``reid-serve``) and passed to
+:func:`service.api.create_app` explicitly, so tests and benchmarks can run several differently
+configured apps side by side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+import model
+
+MiB = 1024 * 1024
+
+#: Where ``python -m training export`` writes the default model (inside the installed package, so
+#: ``pip install .`` ships it as package data).
+DEFAULT_MODEL_PATH = Path(model.__file__).resolve().parent / "weights" / "astpn-synthetic.onnx"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    """Environment variables hold lists as ``a,b,c``; blanks are dropped so ``""`` means none."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field is read from ``REID_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REID_", extra="ignore", protected_namespaces=(), validate_default=True
+    )
+
+    # -- model and gallery -------------------------------------------------------------------
+    model_path: Path = Field(
+        DEFAULT_MODEL_PATH, description="ONNX model; its model card is the .json beside it."
+    )
+    data_dir: Path = Field(Path("./reid-data"), description="Where the gallery is stored.")
+    gallery_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="faiss (SQLite + FAISS under data_dir/gallery) or milvus."
+    )
+    milvus_uri: str | None = Field(
+        None,
+        description="Milvus Lite file or http(s):// server URI; default data_dir/milvus.db.",
+    )
+
+    # -- security ------------------------------------------------------------------------------
+    api_keys_read: CommaList = Field(
+        default_factory=list, description="Keys allowed to query and list (comma-separated)."
+    )
+    api_keys_write: CommaList = Field(
+        default_factory=list,
+        description="Keys allowed to enroll and delete; they may also read (comma-separated).",
+    )
+
+    # -- limits --------------------------------------------------------------------------------
+    max_request_bytes: int = Field(64 * MiB, gt=0, description="Largest request body.")
+    max_frames_per_tracklet: int = Field(
+        512, gt=0, description="Most frames accepted in one tracklet."
+    )
+    max_embedded_frames: int = Field(
+        128,
+        gt=0,
+        description="Longer tracklets are evenly subsampled to this many frames before embedding.",
+    )
+    max_pixels_per_frame: int = Field(
+        2_097_152, gt=0, description="Largest width x height of one frame (read from its header)."
+    )
+    max_frame_side: int = Field(8192, gt=0, description="Largest width or height of one frame.")
+    max_pixels_per_tracklet: int = Field(
+        64 * MiB,
+        gt=0,
+        description="Largest total of width x height over a tracklet's frames (decoded memory).",
+    )
+    allowed_formats: CommaList = Field(
+        default_factory=lambda: ["jpeg", "png"], description="Accepted image formats."
+    )
+    max_zip_entries: int = Field(1024, gt=0, description="Most files in one zip archive.")
+    max_zip_uncompressed_bytes: int = Field(
+        256 * MiB, gt=0, description="Largest total uncompressed size of one zip archive."
+    )
+    max_metadata_bytes: int = Field(16 * 1024, gt=0, description="Largest metadata JSON object.")
+    max_batch_tracklets: int = Field(
+        256, gt=0, description="Most tracklets in one POST /tracklets/batch."
+    )
+    max_top_k: int = Field(100, gt=0, description="Largest top_k a query may ask for.")
+    max_page_size: int = Field(1000, gt=0, description="Largest page of GET /identities.")
+
+    # -- inference -----------------------------------------------------------------------------
+    batching: bool = Field(True, description="Micro-batch concurrent requests into one call.")
+    batch_max_size: int = Field(32, gt=0, description="Most tracklets in one ONNX call.")
+    batch_max_frames: int = Field(
+        4096, gt=0, description="Most frames (tracklets x length) in one ONNX call."
+    )
+    batch_wait_ms: float = Field(
+        5.0, ge=0, description="How long a batch waits for more requests before it runs."
+    )
+    inference_workers: int = Field(
+        2, gt=0, description="Threads running ONNX calls (each call is itself multi-threaded)."
+    )
+    decode_workers: int = Field(
+        4, gt=0, description="Threads decoding images and computing optical flow."
+    )
+    ort_intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose."
+    )
+    use_cuda: bool = Field(
+        True, description="Use CUDAExecutionProvider when ONNX Runtime offers it."
+    )
+
+    # -- server --------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface reid-serve listens on.")
+    port: int = Field(8000, gt=0, lt=65536, description="Port reid-serve listens on.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Log level of the service and uvicorn."
+    )
+
+    @field_validator("api_keys_read", "api_keys_write", "allowed_formats", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("allowed_formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        formats = [item.lower().replace("jpg", "jpeg") for item in value]
+        unknown = sorted(set(formats) - {"jpeg", "png"})
+        if unknown:
+            raise ValueError(f"unsupported image formats {unknown}: choose among jpeg, png")
+        if not formats:
+            raise ValueError("allowed_formats must name at least one of jpeg, png")
+        return formats
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys_read or self.api_keys_write)
+
+    def gallery_location(self) -> str:
+        """The ``location`` argument of :func:`service.gallery.open_gallery`."""
+        if self.gallery_backend == "milvus":
+            return self.milvus_uri or str(self.data_dir / "milvus.db")
+        return str(self.data_dir / "gallery")

@@ -1,0 +1,260 @@
+"""Fixtures and helpers for the service tests: a real exported model, a real uvicorn process.
+
+The model is a randomly initialised ASTPN exported by ``training.export`` (the same code path as
+the shipped model), so the tests exercise the real card checks, ONNX Runtime and gallery; only
+accuracy is meaningless, and the tests only rely on a random network still telling an identical
+tracklet from very different ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Limits of the shared test server: small, so that violating them is cheap.
+SERVER_ENV: dict[str, str] = {
+    "REID_MAX_REQUEST_BYTES": str(4 * 1024 * 1024),
+    "REID_MAX_FRAMES_PER_TRACKLET": "64",
+    "REID_MAX_EMBEDDED_FRAMES": "16",
+    "REID_MAX_PIXELS_PER_TRACKLET": "2000000",
+    "REID_MAX_ZIP_ENTRIES": "100",
+    "REID_MAX_ZIP_UNCOMPRESSED_BYTES": str(2 * 1024 * 1024),
+    "REID_MAX_TOP_K": "50",
+    "REID_BATCH_WAIT_MS": "5",
+}
+
+
+# ------------------------------------------------------------------------------- the model
+
+
+def export_random_model(directory: Path, version: str = "test-1", seed: int = 0) -> Path:
+    """A randomly initialised ASTPN exported with its card; returns the .onnx path."""
+    import torch
+
+    from model.network import ASTPN
+    from training.export import export_onnx
+
+    torch.manual_seed(seed)
+    network = ASTPN(variant="astpn", num_identities=0).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "astpn-random.onnx"
+    export_onnx(network, path, name="astpn-random", version=version)
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_random_model(tmp_path_factory.mktemp("model"))
+
+
+# ------------------------------------------------------------------------------ the server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """The service in its own process, as deployed: ``uvicorn service.app:app`` or
+    ``reid-serve`` (``python -m service.cli``), configured through ``REID_*`` variables."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        entry: str = "uvicorn",
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / f"{data_dir.name}-server-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "REID_MODEL_PATH": str(model_path),
+            "REID_DATA_DIR": str(data_dir),
+            "REID_HOST": "127.0.0.1",
+            "REID_PORT": str(self.port),
+            "REID_LOG_LEVEL": "warning",
+            # Two shared cores: one ONNX thread per call keeps the suite from oversubscribing.
+            "REID_ORT_INTRA_OP_THREADS": "1",
+            "REID_INFERENCE_WORKERS": "2",
+            "REID_DECODE_WORKERS": "2",
+            **(env or {}),
+        }
+        if entry == "uvicorn":
+            self.command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ]
+        else:
+            self.command = [sys.executable, "-m", "service.cli"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> ServiceProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"service exited with {self.process.returncode} before it was ready:\n"
+                    + self.log()
+                )
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"service not ready after {timeout} s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60.0, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def service(
+    exported_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The shared test server: auth off, small limits (SERVER_ENV), micro-batching on."""
+    server = ServiceProcess(exported_model, tmp_path_factory.mktemp("shared") / "data", SERVER_ENV)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def service_client(service: ServiceProcess) -> Iterator[httpx.Client]:
+    with service.client() as client:
+        yield client
+
+
+# ------------------------------------------------------------------------------ test frames
+
+
+def person_frames(seed: int, count: int = 6, size: tuple[int, int] = (96, 48)) -> list[np.ndarray]:
+    """A walking 'person' (two colour blocks over a background) whose colours come from
+    ``seed``: different seeds look very different, the same seed gives the same frames."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    background, top, bottom = (rng.integers(0, 256, 3) for _ in range(3))
+    texture = rng.integers(-12, 13, (height, width, 3))
+    frames = []
+    for t in range(count):
+        image = np.empty((height, width, 3), np.int64)
+        image[:] = background
+        left = width // 6 + t % max(1, width // 4)
+        right = left + width // 2
+        image[height // 10 : height // 2, left:right] = top
+        image[height // 2 : height * 9 // 10, left:right] = bottom
+        frames.append(np.clip(image + texture, 0, 255).astype(np.uint8))
+    return frames
+
+
+def encode(image: np.ndarray, fmt: str = "png") -> bytes:
+    """RGB, grey or RGBA array -> PNG/JPEG bytes."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    ok, buffer = cv2.imencode(".png" if fmt == "png" else ".jpg", image)
+    assert ok
+    return buffer.tobytes()
+
+
+def encoded_frames(seed: int, count: int = 6, fmt: str = "png") -> list[bytes]:
+    return [encode(frame, fmt) for frame in person_frames(seed, count)]
+
+
+def multipart_files(frames: Sequence[bytes], fmt: str = "png") -> list[tuple[str, tuple]]:
+    mime = "image/png" if fmt == "png" else "image/jpeg"
+    return [("frames", (f"{i:04d}.{fmt}", data, mime)) for i, data in enumerate(frames)]
+
+
+def zip_archive(entries: Mapping[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def b64(frames: Sequence[bytes]) -> list[str]:
+    return [base64.b64encode(data).decode() for data in frames]
+
+
+def gallery_count(client: httpx.Client) -> int:
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.text
+    return int(response.json()["gallery"]["count"])
+
+
+def enroll(
+    client: httpx.Client,
+    identity: str,
+    seed: int,
+    count: int = 6,
+    **fields: str,
+) -> dict:
+    """Enroll ``person_frames(seed)`` as multipart PNG files; returns the 201 body."""
+    response = client.post(
+        "/tracklets",
+        data={"identity": identity, **fields},
+        files=multipart_files(encoded_frames(seed, count)),
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def query(client: httpx.Client, seed: int, count: int = 6, **fields: object) -> dict:
+    response = client.post("/query", json={"frames": b64(encoded_frames(seed, count)), **fields})
+    assert response.status_code == 200, response.text
+    return response.json()
