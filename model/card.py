@@ -30,6 +30,10 @@ OUTPUT_NAMES = (
     "attention_gallery",
     "features",
 )
+#: The pair scorer (``<stem>.pair.onnx``): one query's per-step features against K candidates'.
+PAIR_SCORER_INPUTS = ("query", "candidates", "candidate_lengths")
+PAIR_SCORER_OUTPUTS = ("distance", "query_attention", "candidate_attention")
+PAIR_SCORER_SUFFIX = ".pair.onnx"
 #: Which embedding (and attention) of the self-pairing each service operation uses.
 ROLE_NAMES = ("enroll", "query")
 EMBEDDING_ROLES = ("probe", "gallery")
@@ -68,6 +72,33 @@ def card_path_for(onnx_path: str | os.PathLike[str]) -> Path:
     return Path(onnx_path).with_suffix(".json")
 
 
+def pair_scorer_path_for(onnx_path: str | os.PathLike[str]) -> Path:
+    """``model.onnx`` -> ``model.pair.onnx``: the pair scorer sits next to its encoder."""
+    path = Path(onnx_path)
+    return path.with_name(path.stem + PAIR_SCORER_SUFFIX)
+
+
+def pair_scorer_record(sha256: str, embedding_size: int) -> dict[str, Any]:
+    """The card's ``pair_scorer`` entry: which file, its hash, and its interface."""
+    return {
+        "file_suffix": PAIR_SCORER_SUFFIX,
+        "sha256": sha256,
+        "inputs": {
+            "query": ["Tq", embedding_size],
+            "candidates": ["K", "Tg", embedding_size],
+            "candidate_lengths": ["K"],
+        },
+        "input_dtypes": {"query": "float32", "candidates": "float32", "candidate_lengths": "int64"},
+        "outputs": {
+            "distance": ["K"],
+            "query_attention": ["K", "Tq"],
+            "candidate_attention": ["K", "Tg"],
+        },
+        "roles": {"query": "probe", "candidate": "gallery"},
+        "distance": "euclidean",
+    }
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -98,6 +129,7 @@ def build_card(
     opset: int | None = None,
     torch_version: str | None = None,
     created: dt.datetime | None = None,
+    pair_scorer: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card of a freshly exported model, with this code's input and preprocessing."""
     roles = dict(roles) if roles is not None else default_roles(variant)
@@ -134,6 +166,7 @@ def build_card(
             },
             "training": training_record,
             "onnx_sha256": onnx_sha256,
+            "pair_scorer": dict(pair_scorer) if pair_scorer is not None else None,
             "created": created.astimezone(dt.UTC).isoformat(timespec="seconds"),
             "opset": opset,
             "torch_version": torch_version,
@@ -226,6 +259,20 @@ def verify_card(
             ".onnx file is not the one exported with this card (replaced or damaged). Re-export "
             "both files together with `python -m training export`"
         )
+    scorer = card.get("pair_scorer")
+    if scorer:
+        scorer_path = pair_scorer_path_for(onnx_path)
+        if not scorer_path.is_file():
+            raise CardError(
+                f"the card vouches for a pair scorer {scorer_path}, which is missing; copy it "
+                "next to the model (it is written by the same export) or re-export"
+            )
+        if sha256_file(scorer_path) != scorer.get("sha256"):
+            raise CardError(
+                f"sha256 of {scorer_path} differs from the card's pair_scorer.sha256: it is not "
+                "the pair scorer exported with this model. Re-export both with "
+                "`python -m training export`"
+            )
     if check_preprocessing:
         expected = _json_normalised(preprocessing_config())
         recorded = _json_normalised(card["preprocessing"])

@@ -44,6 +44,14 @@ class PairPooling(NamedTuple):
     a_g: torch.Tensor
 
 
+class PairScores(NamedTuple):
+    """One query re-scored against K candidates (see :meth:`ASTPN.score_pairs`)."""
+
+    distance: torch.Tensor  # (K,) Euclidean distance of the pair's pooled vectors
+    query_attention: torch.Tensor  # (K, Tq) the query's attention in each pair
+    candidate_attention: torch.Tensor  # (K, Tg) each candidate's attention, 0 on padding
+
+
 class SelfPairing(NamedTuple):
     """A sequence paired with itself (P = G): the test-time embeddings, one per role.
 
@@ -169,7 +177,9 @@ def _uniform_weights(features: torch.Tensor, mask: torch.Tensor | None) -> torch
 
 
 def _check_mask(mask: torch.Tensor | None, features: torch.Tensor, name: str) -> None:
-    if mask is None:
+    # Under torch.export the checks would be data-dependent branches; the exported pair scorer
+    # builds its masks from lengths and the service checks the lengths.
+    if mask is None or torch.compiler.is_exporting():
         return
     if mask.dtype != torch.bool or mask.shape != features.shape[:2]:
         raise ValueError(
@@ -326,6 +336,27 @@ class ASTPN(nn.Module):
         features = self.encode(x)
         pooled = self.pool(features, features)
         return SelfPairing(pooled.v_p, pooled.v_g, pooled.a_p, pooled.a_g, features)
+
+    def score_pairs(
+        self,
+        query: torch.Tensor,
+        candidates: torch.Tensor,
+        candidate_lengths: torch.Tensor,
+    ) -> PairScores:
+        """Pair-wise re-scoring: one query's per-step features (Tq, N) against K candidates'
+        (K, Tg, N), each candidate padded after its ``candidate_lengths[k]`` real steps.
+
+        The query takes the probe branch and each candidate the gallery branch of the joint
+        attention, as in training; the distance is the Euclidean distance of the two pooled
+        vectors, the quantity the contrastive loss trained.
+        """
+        k, steps = candidates.shape[0], candidates.shape[1]
+        lengths = candidate_lengths.to(torch.int64)
+        g_mask = torch.arange(steps, device=candidates.device)[None, :] < lengths[:, None]
+        probe = query[None].expand(k, -1, -1)
+        pooled = self.pool(probe, candidates, None, g_mask)
+        distance = torch.linalg.vector_norm(pooled.v_p - pooled.v_g, dim=1)
+        return PairScores(distance, pooled.a_p, pooled.a_g)
 
     def classify(self, v: torch.Tensor) -> torch.Tensor:
         """Identity logits (B, num_identities) of pooled features, for the loss I(v)."""

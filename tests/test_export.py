@@ -20,10 +20,13 @@ import torch
 from model.card import (
     CARD_FORMAT,
     OUTPUT_NAMES,
+    PAIR_SCORER_INPUTS,
+    PAIR_SCORER_OUTPUTS,
     REQUIRED_KEYS,
     CardError,
     PreprocessingMismatch,
     load_card,
+    pair_scorer_path_for,
     sha256_file,
     verify_card,
 )
@@ -31,7 +34,7 @@ from model.network import ASTPN
 from model.preprocessing import CHANNELS, CROP_SIZE, preprocessing_config
 from training import export as export_module
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.export import export_onnx
+from training.export import export_onnx, ragged_pair_example
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +122,106 @@ def _copy(exported: tuple[ASTPN, Path], directory: Path) -> tuple[Path, dict]:
     _, path = exported
     target = directory / path.name
     target.write_bytes(path.read_bytes())
+    pair_scorer_path_for(target).write_bytes(pair_scorer_path_for(path).read_bytes())
     return target, json.loads(path.with_suffix(".json").read_text())
+
+
+# ----------------------------------------------------------------------------- pair scorer
+
+
+@pytest.fixture(scope="module")
+def pair_session(exported: tuple[ASTPN, Path]) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    path = pair_scorer_path_for(exported[1])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _score(session: ort.InferenceSession, query, candidates, lengths) -> list[np.ndarray]:
+    feeds = dict(zip(PAIR_SCORER_INPUTS, (query, candidates, lengths), strict=True))
+    return session.run(list(PAIR_SCORER_OUTPUTS), feeds)
+
+
+@pytest.mark.parametrize(
+    ("query_steps", "lengths"),
+    [
+        (1, (1,)),
+        (6, (9, 1, 5, 9)),
+        (16, (1, 40, 7)),
+        (128, (128, 128, 3)),
+        (3, tuple(range(1, 51))),
+    ],
+)
+def test_pair_scorer_matches_pytorch_on_ragged_candidates(
+    exported: tuple[ASTPN, Path],
+    pair_session: ort.InferenceSession,
+    query_steps: int,
+    lengths: tuple[int, ...],
+) -> None:
+    model, _ = exported
+    query, candidates, lens = ragged_pair_example(128, query_steps=query_steps, lengths=lengths)
+    got = _score(pair_session, query, candidates, lens)
+    with torch.inference_mode():
+        expected = model.score_pairs(*(torch.from_numpy(a) for a in (query, candidates, lens)))
+    for name, g, e in zip(PAIR_SCORER_OUTPUTS, got, expected, strict=True):
+        assert g.shape == tuple(e.shape), name
+        assert np.abs(g - e.numpy()).max() < 1e-4, name
+    distance, query_attention, candidate_attention = got
+    assert np.all(distance >= 0)
+    np.testing.assert_allclose(query_attention.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(candidate_attention.sum(axis=1), 1.0, atol=1e-5)
+    for k, length in enumerate(lengths):
+        assert np.all(candidate_attention[k, length:] == 0), "padding gets no attention"
+
+
+def test_padding_does_not_change_a_pair_score(pair_session: ort.InferenceSession) -> None:
+    query, candidates, lengths = ragged_pair_example(128, lengths=(9, 2, 5))
+    batched = _score(pair_session, query, candidates, lengths)
+    for k, length in enumerate(lengths):
+        alone = _score(pair_session, query, candidates[k : k + 1, :length], lengths[k : k + 1])
+        np.testing.assert_allclose(alone[0], batched[0][k : k + 1], atol=1e-5)
+        np.testing.assert_allclose(alone[2][0], batched[2][k, :length], atol=1e-6)
+
+
+def test_a_sequence_scored_against_itself_is_its_self_pairing(
+    exported: tuple[ASTPN, Path], session: ort.InferenceSession, pair_session
+) -> None:
+    # Self-pairing is the pair with P = G: the scorer must agree with the encoder's two roles.
+    x = np.random.default_rng(3).standard_normal((1, 12, 5, 56, 40), dtype=np.float32)
+    outputs = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"frames": x}), strict=True))
+    features = outputs["features"][0]
+    distance, q_att, c_att = _score(pair_session, features, features[None], np.array([12]))
+    gap = np.linalg.norm(outputs["embedding_probe"][0] - outputs["embedding_gallery"][0])
+    assert distance[0] == pytest.approx(gap, abs=1e-4)
+    np.testing.assert_allclose(q_att[0], outputs["attention_probe"][0], atol=1e-5)
+    np.testing.assert_allclose(c_att[0], outputs["attention_gallery"][0], atol=1e-5)
+
+
+def test_float16_stored_features_score_like_float32(
+    exported: tuple[ASTPN, Path], session: ort.InferenceSession, pair_session
+) -> None:
+    # The gallery keeps features as float16; re-scoring must not notice.
+    x = np.random.default_rng(4).standard_normal((4, 20, 5, 56, 40), dtype=np.float32)
+    features = session.run(["features"], {"frames": x})[0]
+    lengths = np.full(3, 20, dtype=np.int64)
+    full = _score(pair_session, features[0], features[1:], lengths)[0]
+    half = _score(
+        pair_session, features[0], features[1:].astype(np.float16).astype(np.float32), lengths
+    )[0]
+    assert np.abs(full - half).max() < 1e-3 * max(1.0, float(np.abs(full).max()))
+
+
+def test_verify_card_refuses_a_missing_or_foreign_pair_scorer(
+    exported: tuple[ASTPN, Path], tmp_path: Path
+) -> None:
+    onnx_path, card = _copy(exported, tmp_path)
+    scorer = pair_scorer_path_for(onnx_path)
+    scorer.write_bytes(scorer.read_bytes() + b"\0")
+    with pytest.raises(CardError, match=r"pair_scorer\.sha256"):
+        verify_card(card, onnx_path)
+    scorer.unlink()
+    with pytest.raises(CardError, match=r"pair scorer .*astpn-test\.pair\.onnx, which is missing"):
+        verify_card(card, onnx_path)
 
 
 def test_verify_card_refuses_a_tampered_model(exported: tuple[ASTPN, Path], tmp_path: Path) -> None:

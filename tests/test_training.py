@@ -325,6 +325,7 @@ def test_train_validate_export_and_evaluate_checkpoint_and_onnx(tiny_root, tmp_p
             onnx=[str(tmp_path / "model.onnx")],
             labels=["torch", "onnx"],
             splits=[0],
+            rerank=[1, 4],
             report=report_path,
             plot=plot_path,
             progress=False,
@@ -344,6 +345,14 @@ def test_train_validate_export_and_evaluate_checkpoint_and_onnx(tiny_root, tmp_p
     }
     # The exported model ranks the test persons exactly as the checkpoint it came from.
     np.testing.assert_allclose(onnx_run["per_split"][0]["cmc"], cmc, atol=1e-6)
+    # Re-scoring one candidate cannot change the order; the exported pair scorer re-ranks as
+    # the checkpoint does.
+    reranked = torch_run["per_split"][0]["rerank"]
+    assert reranked["1"]["cmc"] == pytest.approx(list(cmc))
+    np.testing.assert_allclose(
+        onnx_run["per_split"][0]["rerank"]["4"]["cmc"], reranked["4"]["cmc"], atol=1e-6
+    )
+    assert set(torch_run["rerank_summary"]) == {"1", "4"}
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "ablate"])
@@ -354,3 +363,21 @@ def test_cli_help_exits_zero(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "--dataset" in capsys.readouterr().out
+
+
+def test_rerank_reorders_the_top_k_and_keeps_the_rest_behind():
+    from training.evaluate import rerank_distances
+
+    distmat = np.array([[0.1, 0.2, 0.3, 0.4, 0.05]])
+    seen = {}
+
+    def score(query, candidates, lengths):
+        seen["lengths"] = lengths.tolist()
+        seen["query"] = query.shape
+        # Candidates come nearest first: gallery 4, 0, 1. Reverse their order.
+        return np.array([3.0, 2.0, 1.0])
+
+    features = [np.ones((n, 2), np.float32) for n in (2, 3, 1, 1, 4)]
+    out = rerank_distances(distmat, [np.ones((5, 2), np.float32)], features, 3, score)
+    assert list(np.argsort(out[0], kind="stable")) == [1, 0, 4, 2, 3]
+    assert seen == {"lengths": [4, 2, 3], "query": (5, 2)}

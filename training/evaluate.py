@@ -8,6 +8,11 @@ the service relies on (the model card's ``roles``) can be measured on the same r
 
 The model is either a PyTorch checkpoint (``--checkpoint``) or an exported ONNX model
 (``--onnx``), the latter run through ONNX Runtime exactly as the service runs it.
+
+``--rerank 10,50,100`` also scores, for each K, the ranking the service gives with pair-wise
+re-scoring: the K nearest gallery sequences by self-paired distance are re-ordered by the joint
+attention distance of the (query, candidate) pair, computed from the stored per-step features in
+float16 as the gallery keeps them; the rest of the gallery keeps its order behind them.
 """
 
 from __future__ import annotations
@@ -35,8 +40,11 @@ from training.metrics import (
 from training.sequences import evaluation_view, load_sequences
 
 ROLES = ("probe", "gallery")
-# Model input for one sequence (T, 5, 56, 40) -> {"probe": (D,), "gallery": (D,)}.
+# Model input for one sequence (T, 5, 56, 40) -> {"probe": (D,), "gallery": (D,),
+# "features": (T, D)}.
 EmbedFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+# (query features (Tq, D), candidates (K, Tg, D) zero-padded, lengths (K,)) -> distances (K,).
+PairScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 # ----------------------------------------------------------------------------- embedding
@@ -54,9 +62,83 @@ def torch_embed_fn(model: Any, device: str = "cpu") -> EmbedFn:
         return {
             "probe": out.embedding_probe[0].float().cpu().numpy(),
             "gallery": out.embedding_gallery[0].float().cpu().numpy(),
+            "features": out.features[0].float().cpu().numpy(),
         }
 
     return embed
+
+
+def torch_pair_score_fn(model: Any, device: str = "cpu") -> PairScoreFn:
+    """Pair distances through a PyTorch ASTPN's joint attention (``ASTPN.score_pairs``)."""
+    import torch
+
+    model.eval()
+
+    def score(query: np.ndarray, candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = model.score_pairs(
+                torch.from_numpy(query).to(device),
+                torch.from_numpy(candidates).to(device),
+                torch.from_numpy(lengths).to(device),
+            )
+        return out.distance.float().cpu().numpy()
+
+    return score
+
+
+def onnx_pair_score_fn(onnx_path: str | Path, threads: int | None = None) -> PairScoreFn:
+    """Pair distances through the exported pair scorer (``<stem>.pair.onnx``), as served."""
+    import onnxruntime as ort
+
+    from model.card import pair_scorer_path_for
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        str(pair_scorer_path_for(onnx_path)), options, providers=["CPUExecutionProvider"]
+    )
+
+    def score(query: np.ndarray, candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        feeds = {"query": query, "candidates": candidates, "candidate_lengths": lengths}
+        return session.run(["distance"], feeds)[0]
+
+    return score
+
+
+def pad_features(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged (T_k, D) arrays -> zero-padded float32 (K, max T, D) and int64 lengths (K,)."""
+    lengths = np.array([f.shape[0] for f in features], dtype=np.int64)
+    padded = np.zeros((len(features), int(lengths.max()), features[0].shape[1]), np.float32)
+    for k, f in enumerate(features):
+        padded[k, : f.shape[0]] = f
+    return padded, lengths
+
+
+def rerank_distances(
+    distmat: np.ndarray,
+    query_features: Sequence[np.ndarray],
+    gallery_features: Sequence[np.ndarray],
+    k: int,
+    score: PairScoreFn,
+) -> np.ndarray:
+    """Each query's ``k`` nearest gallery entries re-ordered by their pair distance.
+
+    Gallery features go through float16 first, as the service stores them. The returned matrix
+    ranks the re-scored candidates first (by pair distance) and the rest after them in their
+    original order, which is all CMC and mAP look at.
+    """
+    stored = [np.asarray(f, np.float16).astype(np.float32) for f in gallery_features]
+    out = np.empty_like(distmat, dtype=np.float64)
+    for qi, row in enumerate(np.asarray(distmat, dtype=np.float64)):
+        order = np.argsort(row, kind="stable")
+        top, rest = order[:k], order[k:]
+        candidates, lengths = pad_features([stored[g] for g in top])
+        pair = score(np.asarray(query_features[qi], np.float32), candidates, lengths)
+        out[qi, top] = pair
+        if rest.size:
+            out[qi, rest] = pair.max() + 1.0 + (row[rest] - row[rest].min())
+    return out
 
 
 def onnx_embed_fn(onnx_path: str | Path, threads: int | None = None) -> EmbedFn:
@@ -71,11 +153,11 @@ def onnx_embed_fn(onnx_path: str | Path, threads: int | None = None) -> EmbedFn:
     )
 
     def embed(x: np.ndarray) -> dict[str, np.ndarray]:
-        probe, gallery = session.run(
-            ["embedding_probe", "embedding_gallery"],
+        probe, gallery, features = session.run(
+            ["embedding_probe", "embedding_gallery", "features"],
             {"frames": np.ascontiguousarray(x[None], dtype=np.float32)},
         )
-        return {"probe": probe[0], "gallery": gallery[0]}
+        return {"probe": probe[0], "gallery": gallery[0], "features": features[0]}
 
     return embed
 
@@ -92,18 +174,25 @@ def embed_sequences(
     """Embed preprocessed (T, 5, 64, 48) sequences: first ``max_frames`` frames, central crop.
 
     ``flip`` averages the embedding with that of the mirrored sequence (test-time augmentation).
-    Returns ``{"probe": (N, D), "gallery": (N, D)}``.
+    Returns ``{"probe": (N, D), "gallery": (N, D)}`` and, when the embedding function gives
+    them, ``"features"``: the N per-step feature arrays (T_n, D) of the unflipped sequences.
     """
     out: dict[str, list[np.ndarray]] = {role: [] for role in ROLES}
+    features: list[np.ndarray] = []
     for seq in tqdm(sequences, desc=desc, unit="seq", disable=not progress, leave=False):
         x = evaluation_view(seq, max_frames)
         result = embed(x)
+        if "features" in result:
+            features.append(np.asarray(result["features"], dtype=np.float32))
         if flip:
             flipped = embed(mirror(x))
             result = {role: 0.5 * (result[role] + flipped[role]) for role in ROLES}
         for role in ROLES:
             out[role].append(np.asarray(result[role], dtype=np.float32))
-    return {role: np.stack(vectors) for role, vectors in out.items()}
+    embedded: dict[str, Any] = {role: np.stack(vectors) for role, vectors in out.items()}
+    if features:
+        embedded["features"] = features
+    return embedded
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -144,6 +233,17 @@ def score_embeddings(
 ) -> dict[str, Any]:
     """CMC/mAP of Euclidean rankings (the model card's distance)."""
     distmat = euclidean_distances(query_embeddings, gallery_embeddings)
+    return score_distances(distmat, query, gallery, ranks, max_rank)
+
+
+def score_distances(
+    distmat: np.ndarray,
+    query: Sequence[Any],
+    gallery: Sequence[Any],
+    ranks: Sequence[int] = DEFAULT_RANKS,
+    max_rank: int = 50,
+) -> dict[str, Any]:
+    """CMC/mAP of a (query x gallery) distance matrix."""
     result = evaluate_rankings_detailed(
         distmat,
         np.array([t.identity for t in query]),
@@ -188,8 +288,13 @@ def evaluate_sequences(
     gallery_sequences: Sequence[np.ndarray],
     options: EmbedOptions = EmbedOptions(),
     progress: bool = False,
+    rerank: Sequence[int] = (),
+    pair_score: PairScoreFn | None = None,
 ) -> dict[str, Any]:
-    """Embed both sides and score them; ``role_table`` has rank-1/mAP for all four role pairs."""
+    """Embed both sides and score them; ``role_table`` has rank-1/mAP for all four role pairs,
+    ``rerank`` one result per K of pair-wise re-scoring (needs ``pair_score``)."""
+    if rerank and pair_score is None:
+        raise ValueError("rerank needs a pair_score function")
     start = time.perf_counter()
     q_emb = embed_sequences(
         embed,
@@ -216,6 +321,15 @@ def evaluate_sequences(
             scored = score_embeddings(q_emb[q_role], g_emb[g_role], query, gallery)
             table[f"{q_role}->{g_role}"] = {"rank1": scored["ranks"]["rank1"], "mAP": scored["mAP"]}
     result["role_table"] = table
+    if rerank:
+        base = euclidean_distances(q_emb[options.query_role], g_emb[options.gallery_role])
+        result["rerank"] = {}
+        for k in rerank:
+            t0 = time.perf_counter()
+            distmat = rerank_distances(base, q_emb["features"], g_emb["features"], k, pair_score)
+            scored = score_distances(distmat, query, gallery)
+            scored["seconds"] = time.perf_counter() - t0
+            result["rerank"][str(k)] = scored
     result["query_role"] = options.query_role
     result["gallery_role"] = options.gallery_role
     result["seconds"] = time.perf_counter() - start
@@ -237,6 +351,7 @@ class EvalConfig:
     splits: list[int] = field(default_factory=lambda: [0])
     dataset_options: dict[str, Any] = field(default_factory=dict)
     embed: EmbedOptions = field(default_factory=EmbedOptions)
+    rerank: list[int] = field(default_factory=list)  # K values of pair-wise re-scoring
     all_test_identities: bool = False
     device: str = "auto"
     threads: int | None = None
@@ -311,10 +426,20 @@ def evaluate_runs(config: EvalConfig) -> dict[str, Any]:
 
                 model, _ = load_checkpoint(source)
                 embed = torch_embed_fn(model.to(device), device)
+                pair_score = torch_pair_score_fn(model, device)
             else:
                 embed = onnx_embed_fn(source, config.threads)
+                pair_score = onnx_pair_score_fn(source, config.threads) if config.rerank else None
             result = evaluate_sequences(
-                embed, query, gallery, q_seqs, g_seqs, config.embed, progress=config.progress
+                embed,
+                query,
+                gallery,
+                q_seqs,
+                g_seqs,
+                config.embed,
+                progress=config.progress,
+                rerank=config.rerank,
+                pair_score=pair_score,
             )
             result.update(split=split_index, source=source)
             run["per_split"].append(result)
@@ -330,8 +455,20 @@ def evaluate_runs(config: EvalConfig) -> dict[str, Any]:
                 ),
                 file=sys.stderr,
             )
+            for k, scored in result.get("rerank", {}).items():
+                print(
+                    f"[{run['label']}] split {split_index} re-scoring top {k}: "
+                    + " ".join(f"R{r[4:]}={100 * v:.1f}" for r, v in scored["ranks"].items())
+                    + f" mAP={100 * scored['mAP']:.1f}",
+                    file=sys.stderr,
+                )
     for run in runs:
         run["summary"] = mean_std_over_splits(run["per_split"])
+        if config.rerank:
+            run["rerank_summary"] = {
+                str(k): mean_std_over_splits([r["rerank"][str(k)] for r in run["per_split"]])
+                for k in config.rerank
+            }
     report = {
         "dataset": config.dataset,
         "root": str(config.root),
@@ -355,10 +492,16 @@ def plot_report(report: dict[str, Any], out_path: str | Path) -> Path:
 
     curves, spreads = {}, {}
     for run in report["runs"]:
-        stacked = np.array([r["cmc"] for r in run["per_split"]])
-        curves[run["label"]] = stacked.mean(0)
-        if len(stacked) > 1:
-            spreads[run["label"]] = stacked.std(0)
+        results = {run["label"]: run["per_split"]}
+        for k in run.get("rerank_summary", {}):
+            results[f"{run['label']} + re-scoring top {k}"] = [
+                r["rerank"][k] for r in run["per_split"]
+            ]
+        for label, per_split in results.items():
+            stacked = np.array([r["cmc"] for r in per_split])
+            curves[label] = stacked.mean(0)
+            if len(stacked) > 1:
+                spreads[label] = stacked.std(0)
     title = f"CMC on {report['dataset']} ({len(report['splits'])} split(s))"
     return plot_cmc(curves, out_path, title=title, spreads=spreads)
 
@@ -395,13 +538,13 @@ def parse_key_values(items: Sequence[str] | None) -> dict[str, Any]:
     return options
 
 
-def parse_splits(text: str) -> list[int]:
-    """``"0,1,2"`` -> [0, 1, 2]; a single number is a single split index."""
+def parse_int_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; a single number is a one-element list."""
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"splits must be comma-separated integers: {text!r}"
+            f"expected comma-separated integers, e.g. 0,1,2: {text!r}"
         ) from None
 
 
@@ -490,7 +633,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_dataset_arguments(parser)
     parser.add_argument(
-        "--splits", type=parse_splits, default=[0], help="comma-separated split indices, e.g. 0,1,2"
+        "--splits",
+        type=parse_int_list,
+        default=[0],
+        help="comma-separated split indices, e.g. 0,1,2",
     )
     parser.add_argument(
         "--checkpoint",
@@ -521,6 +667,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also test on the split's training persons (cross-dataset "
         "evaluation of a model trained on another dataset)",
     )
+    parser.add_argument(
+        "--rerank",
+        type=parse_int_list,
+        default=[],
+        help="comma-separated K values, e.g. 10,50,100: also report CMC/mAP when each query's K "
+        "nearest gallery sequences are re-scored pair by pair with the joint attention, as "
+        "the service's `rerank` does (ONNX models need their .pair.onnx beside them)",
+    )
     parser.add_argument("--report", default=None, help="write the full report (JSON) here")
     parser.add_argument("--plot", default=None, help="write a CMC plot (PNG) here")
     parser.set_defaults(handler=_main)
@@ -536,6 +690,7 @@ def _main(args: argparse.Namespace) -> int:
         splits=args.splits,
         dataset_options=parse_key_values(args.dataset_option),
         embed=EmbedOptions(args.max_frames, args.flip, args.query_role, args.gallery_role),
+        rerank=args.rerank,
         all_test_identities=args.all_test_identities,
         device=args.device,
         threads=args.threads,
@@ -546,5 +701,10 @@ def _main(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     report = evaluate_runs(config)
-    print(format_summary_table({run["label"]: run["summary"] for run in report["runs"]}))
+    rows = {}
+    for run in report["runs"]:
+        rows[run["label"]] = run["summary"]
+        for k, summary in run.get("rerank_summary", {}).items():
+            rows[f"{run['label']} + re-scoring top {k}"] = summary
+    print(format_summary_table(rows))
     return 0

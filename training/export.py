@@ -33,9 +33,13 @@ from model.card import (
     EMBEDDING_ROLES,
     INPUT_NAME,
     OUTPUT_NAMES,
+    PAIR_SCORER_INPUTS,
+    PAIR_SCORER_OUTPUTS,
     build_card,
     card_path_for,
     default_roles,
+    pair_scorer_path_for,
+    pair_scorer_record,
     sha256_file,
     write_card,
 )
@@ -62,6 +66,20 @@ class _SelfPairingGraph(nn.Module):
         return tuple(self.model.self_pair(frames))
 
 
+class _PairScorerGraph(nn.Module):
+    """(query, candidates, candidate_lengths) -> ``PAIR_SCORER_OUTPUTS``: joint attention of one
+    query with K gallery candidates, from stored per-step features (no CNN)."""
+
+    def __init__(self, model: ASTPN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, query: torch.Tensor, candidates: torch.Tensor, candidate_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.score_pairs(query, candidates, candidate_lengths))
+
+
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter logs a warning per missing torchvision op and emits deprecation warnings
@@ -73,6 +91,8 @@ def _quiet_exporter() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            # The pair scorer's K appears on two inputs; the exporter notes it keeps one name.
+            warnings.filterwarnings("ignore", message="# The axis name")
             yield
     finally:
         logger.setLevel(level)
@@ -100,6 +120,70 @@ def _write_onnx(model: ASTPN, path: Path, opset: int) -> None:
             external_data=False,  # one self-contained file: the card's sha256 covers it all
             verbose=False,
         )
+
+
+def _write_pair_onnx(model: ASTPN, path: Path, opset: int) -> None:
+    # Sizes 0/1 would be specialised by torch.export, and equal sizes would be unified.
+    n = model.feature_dim
+    example = (torch.randn(5, n), torch.randn(3, 7, n), torch.tensor([7, 4, 2]))
+    steps_q, k, steps_g = torch.export.Dim("Tq"), torch.export.Dim("K"), torch.export.Dim("Tg")
+    with _quiet_exporter():
+        torch.onnx.export(
+            _PairScorerGraph(model).eval(),
+            example,
+            str(path),
+            dynamo=True,
+            input_names=list(PAIR_SCORER_INPUTS),
+            output_names=list(PAIR_SCORER_OUTPUTS),
+            dynamic_shapes={
+                "query": {0: steps_q},
+                "candidates": {0: k, 1: steps_g},
+                "candidate_lengths": {0: k},
+            },
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+
+
+def ragged_pair_example(
+    feature_dim: int,
+    *,
+    query_steps: int = 6,
+    lengths: tuple[int, ...] = (9, 1, 5, 9),
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A query and zero-padded candidates of different lengths (the padding must not count)."""
+    rng = np.random.default_rng(seed)
+    query = rng.standard_normal((query_steps, feature_dim)).astype(np.float32)
+    candidates = np.zeros((len(lengths), max(lengths), feature_dim), np.float32)
+    for k, length in enumerate(lengths):
+        candidates[k, :length] = rng.standard_normal((length, feature_dim))
+    return query, candidates, np.asarray(lengths, dtype=np.int64)
+
+
+def check_pair_scorer_against_torch(onnx_path: str | os.PathLike[str], model: ASTPN) -> float:
+    """Max abs difference of the exported pair scorer and ``ASTPN.score_pairs`` on ragged
+    candidates (CPU). Raises ``RuntimeError`` beyond ``CPU_TOLERANCE``."""
+    import onnxruntime as ort
+
+    query, candidates, lengths = ragged_pair_example(model.feature_dim)
+    with torch.inference_mode():
+        expected = model.score_pairs(
+            torch.from_numpy(query), torch.from_numpy(candidates), torch.from_numpy(lengths)
+        )
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(
+        list(PAIR_SCORER_OUTPUTS),
+        {"query": query, "candidates": candidates, "candidate_lengths": lengths},
+    )
+    difference = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected, strict=True))
+    if difference > CPU_TOLERANCE:
+        raise RuntimeError(
+            f"the exported pair scorer disagrees with PyTorch (max abs difference {difference}, "
+            f"tolerance {CPU_TOLERANCE}); not writing it"
+        )
+    return difference
 
 
 def _opset_of(path: Path) -> int:
@@ -174,15 +258,20 @@ def export_onnx(
     """
     onnx_path = onnx_path_for(out_path)
     card_path = card_path_for(onnx_path)
+    scorer_path = pair_scorer_path_for(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     network = copy.deepcopy(model).cpu().eval()
 
     # Same folder, so the final rename is atomic; the service never sees a half-written model.
     tmp = onnx_path.with_name(f".{onnx_path.stem}.{uuid.uuid4().hex}.onnx")
+    tmp_scorer = onnx_path.with_name(f".{onnx_path.stem}.{uuid.uuid4().hex}.pair.onnx")
     try:
         _write_onnx(network, tmp, opset)
         onnx.checker.check_model(str(tmp), full_check=True)
         check_against_torch(tmp, network)
+        _write_pair_onnx(network, tmp_scorer, opset)
+        onnx.checker.check_model(str(tmp_scorer), full_check=True)
+        check_pair_scorer_against_torch(tmp_scorer, network)
         card = build_card(
             name=name or onnx_path.stem,
             version=version,
@@ -193,10 +282,13 @@ def export_onnx(
             training=training_info,
             opset=_opset_of(tmp),
             torch_version=torch.__version__,
+            pair_scorer=pair_scorer_record(sha256_file(tmp_scorer), network.feature_dim),
         )
+        os.replace(tmp_scorer, scorer_path)
         os.replace(tmp, onnx_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        tmp_scorer.unlink(missing_ok=True)
         raise
     write_card(card, card_path)
     return onnx_path
