@@ -34,7 +34,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model.preprocessing import prepare_tracklet
 from service.batching import MicroBatcher
-from service.encoder import Embedded, Encoder, ModelLoadError
+from service.encoder import (
+    Embedded,
+    Encoder,
+    ModelLoadError,
+    spread_attention,
+    subsample_indices,
+)
 from service.frames import (
     EncodedFrame,
     FrameLimits,
@@ -55,6 +61,7 @@ from service.gallery import (
 )
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from service.rescoring import PairScorer, RescoredMatch, rescore
 from service.schemas import (
     ApiError,
     BatchEnrollRequest,
@@ -102,6 +109,8 @@ class Runtime:
 
     encoder: Encoder
     gallery: Gallery
+    scorer: PairScorer | None  # None: the model was exported without a pair scorer
+    rerank_default: int
     batcher: MicroBatcher
     executor: ThreadPoolExecutor
     decode_limiter: anyio.CapacityLimiter
@@ -133,6 +142,21 @@ def _open_runtime(settings: Settings, metrics: ServiceMetrics) -> Runtime:
         intra_op_threads=settings.ort_intra_op_threads,
         on_run=observe_run,
     )
+    scorer = None
+    if encoder.card.get("pair_scorer"):
+        scorer = PairScorer(
+            settings.model_path,
+            encoder.card,
+            use_cuda=settings.use_cuda,
+            intra_op_threads=settings.ort_intra_op_threads,
+        )
+    elif settings.rerank:
+        log.warning(
+            "REID_RERANK=%d but model %s has no pair scorer (exported before re-scoring "
+            "existed): queries are not re-scored. Re-export it with `python -m training export`",
+            settings.rerank,
+            encoder.name,
+        )
     location = settings.gallery_location()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     signature = ModelSignature(version=encoder.version, embedding_size=encoder.embedding_size)
@@ -164,6 +188,8 @@ def _open_runtime(settings: Settings, metrics: ServiceMetrics) -> Runtime:
     return Runtime(
         encoder=encoder,
         gallery=gallery,
+        scorer=scorer,
+        rerank_default=settings.rerank if scorer is not None else 0,
         batcher=batcher,
         executor=executor,
         decode_limiter=anyio.CapacityLimiter(settings.decode_workers),
@@ -470,6 +496,48 @@ def _install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
         return _error(500, "internal_error", "internal server error (see the server log)")
 
 
+def _rescored_matches(
+    runtime: Runtime, embedded: Embedded, candidates: Sequence[Any], fields: QueryFields
+) -> list[MatchOut]:
+    """Re-score the index's candidates and give each match its pair attentions, spread over the
+    uploaded frames of the query and of the enrolled tracklet (as enrolment answered them)."""
+    assert runtime.scorer is not None
+    rescored: list[RescoredMatch] = rescore(
+        runtime.gallery,
+        runtime.scorer,
+        embedded.features,
+        candidates,
+        fields.top_k,
+        group_by_identity=fields.group_by_identity,
+        max_distance=fields.max_distance,
+    )
+    frames = runtime.gallery.get_num_frames([m.tracklet_id for m in rescored])
+    query_frames = int(embedded.attention.shape[0])
+    query_indices = subsample_indices(query_frames, embedded.features.shape[0])
+    out = []
+    for rank, match in enumerate(rescored, start=1):
+        steps = match.candidate_attention.shape[0]
+        enrolled_frames = frames.get(match.tracklet_id, steps)
+        attention = spread_attention(
+            match.candidate_attention, subsample_indices(enrolled_frames, steps), enrolled_frames
+        )
+        query_attention = spread_attention(match.query_attention, query_indices, query_frames)
+        out.append(
+            MatchOut(
+                rank=rank,
+                identity=match.identity,
+                tracklet_id=match.tracklet_id,
+                camera=match.camera,
+                distance=match.distance,
+                score=score(match.distance),
+                index_distance=match.index_distance,
+                attention=[float(w) for w in attention],
+                query_attention=[float(w) for w in query_attention],
+            )
+        )
+    return out
+
+
 # ------------------------------------------------------------------------------------ the app
 
 
@@ -617,6 +685,21 @@ def create_app(settings: Settings) -> FastAPI:
                 "top_k_too_large",
                 f"top_k is {fields.top_k}; the limit is {settings.max_top_k} (REID_MAX_TOP_K)",
             )
+        rerank = runtime.rerank_default if fields.rerank is None else fields.rerank
+        if rerank > settings.max_rerank:
+            raise ApiError(
+                422,
+                "rerank_too_large",
+                f"rerank is {rerank}; the limit is {settings.max_rerank} (REID_MAX_RERANK)",
+            )
+        if rerank and runtime.scorer is None:
+            raise ApiError(
+                422,
+                "rerank_unavailable",
+                f"model {runtime.encoder.name} {runtime.encoder.version} has no pair scorer; "
+                "query with rerank=0, or serve a model re-exported with `python -m training "
+                "export` (it writes the .pair.onnx beside the .onnx)",
+            )
         prepared = await prepare(runtime, source)
         embed_start = time.perf_counter()
         embedded = await runtime.batcher.embed(prepared.tracklet, "query")
@@ -628,18 +711,25 @@ def create_app(settings: Settings) -> FastAPI:
             start_after=fields.start_after,
             end_before=fields.end_before,
         )
+        # Re-scoring needs the nearest *tracklets* (several may belong to one identity) and
+        # decides grouping and the open-set cut on the pair distance afterwards.
         search = functools.partial(
             runtime.gallery.search,
             embedded.embedding,
-            fields.top_k,
+            max(rerank, fields.top_k) if rerank else fields.top_k,
             filters,
-            group_by_identity=fields.group_by_identity,
-            max_distance=fields.max_distance,
+            group_by_identity=fields.group_by_identity and not rerank,
+            max_distance=None if rerank else fields.max_distance,
         )
         matches = await anyio.to_thread.run_sync(search)
-        end = time.perf_counter()
-        return QueryResponse(
-            matches=[
+        rerank_start = time.perf_counter()
+        if rerank:
+            assert runtime.scorer is not None
+            out = await anyio.to_thread.run_sync(
+                _rescored_matches, runtime, embedded, matches, fields
+            )
+        else:
+            out = [
                 MatchOut(
                     rank=rank,
                     identity=match.identity,
@@ -649,14 +739,19 @@ def create_app(settings: Settings) -> FastAPI:
                     score=score(float(match.distance)),
                 )
                 for rank, match in enumerate(matches, start=1)
-            ],
+            ]
+        end = time.perf_counter()
+        return QueryResponse(
+            matches=out,
+            reranked=len(matches) if rerank else 0,
             num_frames=int(embedded.attention.shape[0]),
             attention=[float(w) for w in embedded.attention],
             timings=Timings(
                 decode_ms=prepared.decode_ms,
                 preprocess_ms=prepared.preprocess_ms,
                 embed_ms=_ms(search_start - embed_start),
-                search_ms=_ms(end - search_start),
+                search_ms=_ms(rerank_start - search_start),
+                rerank_ms=_ms(end - rerank_start) if rerank else 0.0,
                 total_ms=_ms(end - start),
             ),
         )
@@ -773,6 +868,8 @@ def create_app(settings: Settings) -> FastAPI:
                 path=str(encoder.model_path),
                 embedding_size=encoder.embedding_size,
                 roles=encoder.roles,
+                pair_scorer=runtime.scorer is not None,
+                rerank_default=runtime.rerank_default,
             ),
             gallery=GalleryInfo(backend=settings.gallery_backend, count=count),
             batching=settings.batching,

@@ -79,6 +79,31 @@ def spread_attention(weights: np.ndarray, indices: np.ndarray, length: int) -> n
     return (weights[owner] / share[owner]).astype(np.float32)
 
 
+def open_session(path: Path, use_cuda: bool, intra_op_threads: int = 0) -> ort.InferenceSession:
+    """An ONNX Runtime session on CUDA when asked for and offered, else on the CPU; a CUDA
+    session that silently fell back to the CPU is logged."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    providers = [CPU]
+    if use_cuda and CUDA in ort.get_available_providers():
+        providers = [CUDA, CPU]
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ONNX Runtime raises its own untyped errors
+        raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+    if providers[0] == CUDA and session.get_providers()[0] != CUDA:
+        # The wheel offers CUDA, but the session could not get it (driver, libraries).
+        log.warning(
+            "CUDAExecutionProvider is available but the session for %s fell back to %s; "
+            "check the CUDA/cuDNN libraries ONNX Runtime needs",
+            path.name,
+            session.get_providers()[0],
+        )
+    return session
+
+
 class Encoder:
     """One ONNX Runtime session and the model card that vouches for it. Thread-safe."""
 
@@ -103,7 +128,7 @@ class Encoder:
         # load_card has checked that each role names "probe" or "gallery".
         self.roles: dict[str, str] = {role: str(self.card["roles"][role]) for role in ROLES}
         self.available_providers = list(ort.get_available_providers())
-        self.session = self._open_session(use_cuda, intra_op_threads)
+        self.session = open_session(self.model_path, use_cuda, intra_op_threads)
         self.provider = self.session.get_providers()[0]
         self._check_signature()
         log.info(
@@ -146,27 +171,6 @@ class Encoder:
                 f"model {path} does not match its card {card_path}: {exc}"
             ) from exc
         return card
-
-    def _open_session(self, use_cuda: bool, intra_op_threads: int) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
-        providers = [CPU]
-        if use_cuda and CUDA in self.available_providers:
-            providers = [CUDA, CPU]
-        try:
-            session = ort.InferenceSession(str(self.model_path), options, providers=providers)
-        except Exception as exc:  # ONNX Runtime raises its own untyped errors
-            raise ModelLoadError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
-        if providers[0] == CUDA and session.get_providers()[0] != CUDA:
-            # The wheel offers CUDA, but the session could not get it (driver, libraries).
-            log.warning(
-                "CUDAExecutionProvider is available but the session fell back to %s; "
-                "check the CUDA/cuDNN libraries ONNX Runtime needs",
-                session.get_providers()[0],
-            )
-        return session
 
     def _check_signature(self) -> None:
         inputs = {item.name: item for item in self.session.get_inputs()}

@@ -449,6 +449,20 @@ class FaissGallery(Gallery):
                     found[tracklet_id] = _features(blob, dim)
         return found
 
+    def get_num_frames(self, tracklet_ids: Sequence[str]) -> dict[str, int]:
+        ids = list(dict.fromkeys(tracklet_ids))
+        found: dict[str, int] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._db.execute(
+                    "SELECT tracklet_id, num_frames FROM tracklets "
+                    f"WHERE tracklet_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update(dict(rows))
+        return found
+
     def get_identity(self, identity: str) -> list[TrackletRecord]:
         with self._lock:
             rows = self._db.execute(

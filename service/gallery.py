@@ -141,6 +141,16 @@ class Gallery(abc.ABC):
     def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Per-step features of these tracklets (for pair-wise re-scoring)."""
 
+    def get_num_frames(self, tracklet_ids: Sequence[str]) -> dict[str, int]:
+        """How many frames each of these tracklets was enrolled with (missing ids are left
+        out). Backends may answer this without reading attention or features."""
+        found = {}
+        for tracklet_id in dict.fromkeys(tracklet_ids):
+            record = self.get_tracklet(tracklet_id)
+            if record is not None:
+                found[tracklet_id] = record.num_frames
+        return found
+
     @abc.abstractmethod
     def delete_tracklet(self, tracklet_id: str) -> bool:
         """True when it existed."""

@@ -122,6 +122,13 @@ class QueryFields(BaseModel):
     group_by_identity: bool = Field(
         True, description="Only the nearest tracklet of each identity; top_k counts identities."
     )
+    rerank: int | None = Field(
+        None,
+        ge=0,
+        description="Re-score this many of the index's nearest tracklets (at least top_k) pair "
+        "by pair with the joint attention, and rank by the pair distance; 0 turns it off. "
+        "Default: REID_RERANK.",
+    )
 
     @model_validator(mode="after")
     def _ordered_window(self) -> QueryFields:
@@ -156,8 +163,24 @@ class MatchOut(BaseModel):
     identity: str
     tracklet_id: str
     camera: str | None
-    distance: float = Field(description="Euclidean distance between embeddings.")
+    distance: float = Field(
+        description="Euclidean distance between embeddings: of the pair's jointly pooled "
+        "vectors when re-scored, else of the self-paired embeddings the index holds."
+    )
     score: float = Field(description="1 / (1 + distance): in (0, 1], higher is closer.")
+    index_distance: float | None = Field(
+        None, description="Re-scored matches: the index's (self-paired) distance, for reference."
+    )
+    attention: list[float] | None = Field(
+        None,
+        description="Re-scored matches: the enrolled tracklet's attention in this pair, one "
+        "weight per enrolled frame (which of its frames mattered for this query).",
+    )
+    query_attention: list[float] | None = Field(
+        None,
+        description="Re-scored matches: the query's attention in this pair, one weight per "
+        "uploaded frame.",
+    )
 
 
 class Timings(BaseModel):
@@ -167,11 +190,15 @@ class Timings(BaseModel):
     preprocess_ms: float
     embed_ms: float
     search_ms: float
+    rerank_ms: float = 0.0
     total_ms: float
 
 
 class QueryResponse(BaseModel):
     matches: list[MatchOut]
+    reranked: int = Field(
+        0, description="How many index candidates were re-scored pair by pair (0: none)."
+    )
     num_frames: int
     attention: list[float] = Field(description="One weight per uploaded frame; they sum to 1.")
     timings: Timings
@@ -230,6 +257,8 @@ class ModelInfo(BaseModel):
     path: str
     embedding_size: int
     roles: dict[str, str]
+    pair_scorer: bool = Field(description="Whether the model can re-score pairs (rerank).")
+    rerank_default: int = Field(description="Candidates re-scored when a query does not say.")
 
 
 class GalleryInfo(BaseModel):

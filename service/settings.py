@@ -91,6 +91,15 @@ class Settings(BaseSettings):
         256, gt=0, description="Most tracklets in one POST /tracklets/batch."
     )
     max_top_k: int = Field(100, gt=0, description="Largest top_k a query may ask for.")
+    rerank: int = Field(
+        0,
+        ge=0,
+        description="Index candidates each query re-scores pair by pair with the joint attention "
+        "(a query's `rerank` overrides it); 0 turns re-scoring off.",
+    )
+    max_rerank: int = Field(
+        500, gt=0, description="Largest `rerank` a query may ask for (it costs one pair each)."
+    )
     max_page_size: int = Field(1000, gt=0, description="Largest page of GET /identities.")
 
     # -- inference -----------------------------------------------------------------------------

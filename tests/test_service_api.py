@@ -73,7 +73,15 @@ def test_query_ranks_the_identical_tracklet_first(service_client: httpx.Client) 
             assert match["score"] == pytest.approx(1.0 / (1.0 + match["distance"]))
         assert len(result["attention"]) == result["num_frames"] == 6
         timings = result["timings"]
-        assert set(timings) == {"decode_ms", "preprocess_ms", "embed_ms", "search_ms", "total_ms"}
+        assert set(timings) == {
+            "decode_ms",
+            "preprocess_ms",
+            "embed_ms",
+            "search_ms",
+            "rerank_ms",
+            "total_ms",
+        }
+        assert result["reranked"] == 0 and timings["rerank_ms"] == 0
         assert timings["total_ms"] >= timings["embed_ms"] + timings["search_ms"]
 
 
@@ -315,3 +323,76 @@ def test_openapi_documents_every_input_form(service_client: httpx.Client) -> Non
         assert {"frames", "archive"} <= set(content["multipart/form-data"]["schema"]["properties"])
     assert "BatchEnrollRequest" in spec["components"]["schemas"]
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+
+
+# ----------------------------------------------------------------------------- re-scoring
+
+
+def test_rerank_rescores_pairs_and_explains_each_match(service_client: httpx.Client) -> None:
+    camera = unique("cam")
+    names = {seed: unique(f"pair{seed}") for seed in range(900, 905)}
+    enrolled = {
+        seed: enroll(service_client, name, seed, count=4 + seed % 3, camera=camera)
+        for seed, name in names.items()
+    }
+    for seed, name in names.items():
+        plain = query(service_client, seed, cameras=[camera], top_k=3)
+        result = query(service_client, seed, count=5, cameras=[camera], top_k=3, rerank=4)
+        assert result["reranked"] == 4
+        matches = result["matches"]
+        assert [m["rank"] for m in matches] == [1, 2, 3]
+        assert matches[0]["identity"] == name
+        distances = [m["distance"] for m in matches]
+        assert distances == sorted(distances)
+        assert {m["tracklet_id"] for m in matches} <= {b["tracklet_id"] for b in enrolled.values()}
+        for match in matches:
+            frames = enrolled[next(s for s, n in names.items() if n == match["identity"])]
+            assert len(match["attention"]) == frames["num_frames"]
+            assert sum(match["attention"]) == pytest.approx(1.0, abs=1e-4)
+            assert len(match["query_attention"]) == result["num_frames"] == 5
+            assert sum(match["query_attention"]) == pytest.approx(1.0, abs=1e-4)
+            assert match["index_distance"] is not None
+            assert match["score"] == pytest.approx(1.0 / (1.0 + match["distance"]))
+        assert result["timings"]["rerank_ms"] > 0
+        # Without re-scoring no pair fields are sent, and the index's distances rule.
+        assert all(m["attention"] is None and m["index_distance"] is None for m in plain["matches"])
+
+
+def test_rerank_groups_and_cuts_on_the_pair_distance(service_client: httpx.Client) -> None:
+    camera = unique("cam")
+    twice, once = unique("twice"), unique("once")
+    enroll(service_client, twice, 950, camera=camera)
+    enroll(service_client, twice, 951, camera=camera)
+    enroll(service_client, once, 952, camera=camera)
+    grouped = query(service_client, 950, cameras=[camera], rerank=10)
+    assert grouped["reranked"] == 3
+    assert sorted(m["identity"] for m in grouped["matches"]) == sorted([twice, once])
+    ungrouped = query(service_client, 950, cameras=[camera], rerank=10, group_by_identity=False)
+    assert len(ungrouped["matches"]) == 3
+    nearest = grouped["matches"][0]["distance"]
+    assert (
+        query(service_client, 950, cameras=[camera], rerank=10, max_distance=nearest * 0.5)[
+            "matches"
+        ]
+        == []
+    )
+    kept = query(service_client, 950, cameras=[camera], rerank=10, max_distance=nearest + 1e-6)
+    assert [m["distance"] for m in kept["matches"]] == [pytest.approx(nearest)]
+    # rerank smaller than top_k still answers top_k: top_k candidates are re-scored.
+    assert (
+        query(service_client, 950, cameras=[camera], rerank=1, top_k=3, group_by_identity=False)[
+            "reranked"
+        ]
+        == 3
+    )
+
+
+def test_rerank_limit_is_a_named_422(service_client: httpx.Client) -> None:
+    response = service_client.post(
+        "/query", json={"frames": b64(encoded_frames(960, 2)), "rerank": 100000}
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "rerank_too_large" and "REID_MAX_RERANK" in error["message"]
+    ready = service_client.get("/readyz").json()["model"]
+    assert ready["pair_scorer"] is True and ready["rerank_default"] == 0

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from service_fixtures import encode, person_frames
 
+from model.card import pair_scorer_path_for
 from model.preprocessing import prepare_tracklet
 from service.api import StartupError, create_app
 from service.batching import MicroBatcher
@@ -161,6 +162,7 @@ def _model_copy(exported_model: Path, directory: Path) -> tuple[Path, Path]:
     shutil.copy(exported_model, onnx_path)
     card_path = onnx_path.with_suffix(".json")
     shutil.copy(exported_model.with_suffix(".json"), card_path)
+    shutil.copy(pair_scorer_path_for(exported_model), pair_scorer_path_for(onnx_path))
     return onnx_path, card_path
 
 
@@ -284,3 +286,34 @@ def test_start_fails_clearly_without_the_model(tmp_path: Path) -> None:
     settings = Settings(model_path=tmp_path / "absent.onnx", data_dir=tmp_path / "data")
     with pytest.raises(ModelLoadError, match=r"absent\.onnx"):
         _start(settings)
+
+
+def test_model_without_pair_scorer_serves_but_refuses_rerank(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    # A model exported before re-scoring existed: its card has no pair_scorer.
+    import httpx
+    from service_fixtures import ServiceProcess, b64, encoded_frames
+
+    onnx_path, card_path = _model_copy(exported_model, tmp_path)
+    card = json.loads(card_path.read_text())
+    card["pair_scorer"] = None
+    card_path.write_text(json.dumps(card))
+    pair_scorer_path_for(onnx_path).unlink()
+    server = ServiceProcess(onnx_path, tmp_path / "data", {"REID_RERANK": "20"}).start()
+    try:
+        ready = httpx.get(f"{server.url}/readyz").json()
+        assert ready["model"]["pair_scorer"] is False and ready["model"]["rerank_default"] == 0
+        frames = b64(encoded_frames(5, 3))
+        plain = httpx.post(f"{server.url}/query", json={"frames": frames})
+        assert plain.status_code == 200 and plain.json()["reranked"] == 0
+        refused = httpx.post(f"{server.url}/query", json={"frames": frames, "rerank": 5})
+        assert refused.status_code == 422
+        error = refused.json()["error"]
+        assert (
+            error["code"] == "rerank_unavailable"
+            and "python -m training export" in error["message"]
+        )
+    finally:
+        server.stop()
+    assert "has no pair scorer" in server.log()

@@ -297,14 +297,18 @@ def export_onnx(
 # ----------------------------------------------------------------------------- CLI
 
 
-def _best_validation(validations: Any) -> dict[str, Any]:
-    """The validation entry with the best rank-1 (what ``best.pt`` was saved for)."""
+def _checkpoint_validation(validations: Any, iteration: Any) -> dict[str, Any]:
+    """The validation of the checkpoint's own weights (taken at its iteration), else the entry
+    with the best rank-1 (what ``best.pt`` was saved for)."""
     entries = [v for v in validations or [] if isinstance(v, dict) and "ranks" in v]
     if not entries:
         return {}
-    best = dict(max(entries, key=lambda v: v["ranks"].get("rank1", float("-inf"))))
-    best.pop("role_table", None)  # per-role CMC tables: large, and in the training report
-    return best
+    own = [v for v in entries if v.get("iteration") == iteration]
+    chosen = dict(
+        own[-1] if own else max(entries, key=lambda v: v["ranks"].get("rank1", float("-inf")))
+    )
+    chosen.pop("role_table", None)  # per-role CMC tables: large, and in the training report
+    return chosen
 
 
 def _training_info_from_checkpoint(path: Path, state: Mapping[str, Any]) -> dict[str, Any]:
@@ -313,7 +317,7 @@ def _training_info_from_checkpoint(path: Path, state: Mapping[str, Any]) -> dict
         "dataset": state.get("dataset", config.get("dataset")),
         "split": state.get("split", config.get("split")),
         "command": config.get("command"),
-        "metrics": _best_validation(state.get("validations")),
+        "metrics": _checkpoint_validation(state.get("validations"), state.get("iteration")),
         "iterations": state.get("iteration"),
         "epochs": state.get("epoch"),
         "checkpoint": str(path),
