@@ -15,6 +15,7 @@ import pytest
 from scipy.io import loadmat
 
 from training.color_baseline import color_histogram_features, evaluate_color_baseline
+from training.datasets import build_dataset
 from training.synthetic import (
     generate_dataset,
     person_appearance,
@@ -195,6 +196,7 @@ def test_color_baseline_features_and_protocol(dataset: Path) -> None:
     f = color_histogram_features(frames)
     assert f.ndim == 1 and np.isclose(np.linalg.norm(f), 1.0, atol=1e-5)
     assert np.array_equal(f, color_histogram_features(list(frames)))
-    result = evaluate_color_baseline(dataset, split_index=1)
-    assert result["num_query"] == N_IDS // 2 and result["split"] == 1
+    split = build_dataset("synthetic", dataset).split(1)
+    result = evaluate_color_baseline(split.query, split.gallery)
+    assert result["num_query"] == result["num_gallery"] == N_IDS // 2
     assert 0.0 <= result["rank1"] <= result["rank5"] <= result["rank20"] == 1.0

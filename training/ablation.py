@@ -11,8 +11,6 @@ again, so an interrupted ablation continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import shlex
 import sys
@@ -40,14 +38,6 @@ PAPER_NAMES = {"rnncnn": "RNN-CNN", "aspn": "ASPN", "atpn": "ATPN", "astpn": "AS
 COLOUR_BASELINE_LABEL = "colour histogram"
 
 
-def _colour_baseline() -> Any | None:
-    """``training.color_baseline.evaluate_color_baseline`` when that module exists."""
-    if importlib.util.find_spec("training.color_baseline") is None:
-        return None
-    module = importlib.import_module("training.color_baseline")
-    return getattr(module, "evaluate_color_baseline", None)
-
-
 def _summarise_baseline(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± std of the baseline's rank-k and mAP values (it reports points, not a curve)."""
     keys = [k for k in results[0] if k.startswith("rank") or k == "mAP"]
@@ -69,6 +59,7 @@ def run_ablation(
 ) -> dict[str, Any]:
     """Train + test each variant on splits 0..num_splits-1; write the table, JSON and plot."""
     from training.checkpoint import load_checkpoint
+    from training.color_baseline import evaluate_color_baseline
     from training.datasets import build_dataset
     from training.plots import plot_cmc
 
@@ -82,7 +73,6 @@ def run_ablation(
 
     per_variant: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     colour: list[dict[str, Any]] = []
-    baseline = _colour_baseline() if include_colour_baseline else None
     for split_index in range(num_splits):
         split = dataset.split(split_index)
         query, gallery = list(split.query), list(split.gallery)
@@ -138,13 +128,8 @@ def run_ablation(
                 f"mAP {100 * result['mAP']:.1f}%",
                 file=sys.stderr,
             )
-        if baseline is not None:
-            try:
-                colour.append(dict(baseline(base.root, split_index)))
-            except (FileNotFoundError, ValueError, IndexError) as exc:
-                # The baseline reads the iLIDS-VID layout only (the synthetic set has it).
-                print(f"colour-histogram baseline skipped: {exc}", file=sys.stderr)
-                baseline = None
+        if include_colour_baseline:
+            colour.append(dict(evaluate_color_baseline(query, gallery), split=split_index))
 
     rows = {PAPER_NAMES.get(v, v): mean_std_over_splits(per_variant[v]) for v in variants}
     if colour and len(colour) == num_splits:
@@ -188,8 +173,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train every variant on splits 0..N-1 with the same settings and seeds, test the "
             "final model of each run, and write OUT/table.md (rank-1/5/10/20, mAP as mean ± std "
-            "over splits, plus the colour-histogram baseline when training/color_baseline.py "
-            "exists), OUT/results.json and OUT/cmc.png. Finished runs are skipped on re-run."
+            "over splits, plus the colour-histogram baseline on the same test sets), "
+            "OUT/results.json and OUT/cmc.png. Finished runs are skipped on re-run."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

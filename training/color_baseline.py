@@ -6,22 +6,23 @@ the Hellinger distance (equivalent in ranking to Bhattacharyya): the features ar
 roots of the normalised histograms, so plain Euclidean distance between them *is* the Hellinger
 distance, and the project's Euclidean CMC code applies unchanged.
 
-Protocol (i-LIDS-VID): for one row of ``ls_set`` the second half are test persons; camera 1 is
-the query set, camera 2 the gallery; CMC at ranks 1, 5, 10, 20.
+Protocol: exactly the network's, through the same dataset registry (``training.datasets``):
+the split's query and gallery tracklets, the same CMC/mAP code and same-camera exclusion.
 
-    python -m training.color_baseline DATASET_ROOT --splits 3
+    python -m training.color_baseline --dataset synthetic --root data/synthetic --splits 3
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from model.preprocessing import read_frame
 from training.metrics import cmc_at, euclidean_distances, evaluate_rankings
 
 HSV_BINS = (8, 4, 4)
@@ -29,7 +30,6 @@ HSV_BINS = (8, 4, 4)
 # mostly background, so only the central half of the width is used.
 STRIPES = ((0.12, 0.5), (0.5, 0.92))
 COLUMNS = (0.25, 0.75)
-_FRAME_NUMBER = re.compile(r"(\d+)\.png$", re.IGNORECASE)
 
 
 def color_histogram_features(frames: Sequence[np.ndarray], max_frames: int = 32) -> np.ndarray:
@@ -56,90 +56,61 @@ def color_histogram_features(frames: Sequence[np.ndarray], max_frames: int = 32)
     return (np.sqrt(parts).ravel() / np.sqrt(len(STRIPES))).astype(np.float32)
 
 
-def _sequences_root(dataset_root: Path) -> Path:
-    for candidate in (dataset_root / "i-LIDS-VID" / "sequences", dataset_root / "sequences"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no i-LIDS-VID sequences under {dataset_root}")
-
-
-def _splits_file(dataset_root: Path) -> Path:
-    for base in (dataset_root, dataset_root.parent):
-        path = base / "train-test people splits" / "train_test_splits_ilidsvid.mat"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"no train_test_splits_ilidsvid.mat near {dataset_root}")
-
-
-def _read_tracklet(folder: Path, max_frames: int) -> list[np.ndarray]:
-    paths = sorted(folder.glob("*.png"), key=lambda p: int(_FRAME_NUMBER.search(p.name)[1]))
-    picks = np.linspace(0, len(paths) - 1, min(max_frames, len(paths))).round().astype(int)
-    frames = []
-    for i in picks:
-        bgr = cv2.imread(str(paths[int(i)]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise OSError(f"cannot read {paths[int(i)]}")
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return frames
+def _tracklet_features(tracklet: Any, max_frames: int) -> np.ndarray:
+    frames = tracklet.frames
+    picks = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
+    return color_histogram_features([read_frame(frames[int(i)]) for i in picks], max_frames)
 
 
 def evaluate_color_baseline(
-    dataset_root: str | Path, split_index: int = 0, max_frames: int = 32
-) -> dict:
-    """CMC of the colour-histogram matcher on one i-LIDS-VID split (cam1 query, cam2 gallery).
+    query: Sequence[Any], gallery: Sequence[Any], max_frames: int = 32
+) -> dict[str, Any]:
+    """CMC/mAP of the colour-histogram matcher on a split's query and gallery tracklets
+    (``training.datasets.Tracklet``: frames, identity, camera).
 
-    ``ls_set`` indices are 1-based positions in the sorted list of persons seen by both
-    cameras (the convention of the i-LIDS-VID release and of the ASTPN/RNN-CNN code).
     Returns ``{"rank1", "rank5", "rank10", "rank20", "mAP"}`` as fractions in [0, 1], plus
-    ``num_query``, ``num_gallery`` and ``split``.
+    ``num_query`` and ``num_gallery``.
     """
-    from scipy.io import loadmat  # training-only dependency
-
-    root = Path(dataset_root)
-    sequences = _sequences_root(root)
-    cam1 = {p.name for p in (sequences / "cam1").iterdir() if p.is_dir()}
-    cam2 = {p.name for p in (sequences / "cam2").iterdir() if p.is_dir()}
-    persons = sorted(cam1 & cam2)
-    ls_set = np.asarray(loadmat(str(_splits_file(root)))["ls_set"]).astype(int)
-    if not 0 <= split_index < ls_set.shape[0]:
-        raise IndexError(f"split {split_index} out of range (0..{ls_set.shape[0] - 1})")
-    row = ls_set[split_index]
-    if row.max() > len(persons):
-        raise ValueError(f"ls_set refers to person {row.max()} but only {len(persons)} exist")
-    test = [persons[i - 1] for i in row[len(row) // 2 :]]
-    query = np.stack(
-        [color_histogram_features(_read_tracklet(sequences / "cam1" / p, max_frames)) for p in test]
-    )
-    gallery = np.stack(
-        [color_histogram_features(_read_tracklet(sequences / "cam2" / p, max_frames)) for p in test]
-    )
-    pids = np.arange(len(test))
+    q = np.stack([_tracklet_features(t, max_frames) for t in query])
+    g = np.stack([_tracklet_features(t, max_frames) for t in gallery])
     cmc, m_ap = evaluate_rankings(
-        euclidean_distances(query, gallery),
-        pids,
-        pids,
-        np.zeros(len(test), int),
-        np.ones(len(test), int),
-        max_rank=min(50, len(test)),
+        euclidean_distances(q, g),
+        np.array([t.identity for t in query]),
+        np.array([t.identity for t in gallery]),
+        np.array([t.camera for t in query]),
+        np.array([t.camera for t in gallery]),
+        max_rank=min(50, len(gallery)),
     )
-    result: dict = {f"rank{r}": v for r, v in cmc_at(cmc).items()}
-    result.update(mAP=float(m_ap), num_query=len(test), num_gallery=len(test), split=split_index)
+    result: dict[str, Any] = {f"rank{r}": v for r, v in cmc_at(cmc).items()}
+    result.update(mAP=float(m_ap), num_query=len(query), num_gallery=len(gallery))
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.datasets import build_dataset
+    from training.evaluate import parse_key_values
+
     parser = argparse.ArgumentParser(
         prog="python -m training.color_baseline",
-        description="CMC of the colour-histogram matcher on an i-LIDS-VID-layout dataset.",
+        description="CMC/mAP of the colour-histogram matcher on a dataset's test protocol "
+        "(the same query/gallery sets and metric code as `python -m training evaluate`).",
     )
-    parser.add_argument("root", type=Path, help="folder holding i-LIDS-VID/ and the splits")
+    parser.add_argument("--dataset", required=True, help="dataset name, e.g. synthetic")
+    parser.add_argument("--root", type=Path, required=True, help="dataset root folder")
+    parser.add_argument(
+        "--dataset-option", action="append", metavar="KEY=VALUE", help="dataset builder option"
+    )
     parser.add_argument("--splits", type=int, default=3, help="evaluate splits 0..N-1, average")
     parser.add_argument("--max-frames", type=int, default=32, help="frames used per tracklet")
     args = parser.parse_args(argv)
-    results = [evaluate_color_baseline(args.root, i, args.max_frames) for i in range(args.splits)]
-    for r in results:
+    dataset = build_dataset(args.dataset, args.root, **parse_key_values(args.dataset_option))
+    results = []
+    for i in range(args.splits):
+        split = dataset.split(i)
+        results.append(evaluate_color_baseline(split.query, split.gallery, args.max_frames))
+        r = results[-1]
         print(
-            f"split {r['split']}: rank1 {r['rank1']:.1%} rank5 {r['rank5']:.1%} "
+            f"split {i}: rank1 {r['rank1']:.1%} rank5 {r['rank5']:.1%} "
             f"rank10 {r['rank10']:.1%} rank20 {r['rank20']:.1%} mAP {r['mAP']:.1%}"
         )
     mean = {
