@@ -197,19 +197,6 @@ class _LiteServers:
 _LITE_SERVERS = _LiteServers()
 
 
-class _DropLiteIteratorWarning(logging.Filter):
-    """Milvus Lite has no MVCC timestamps; pymilvus's query iterator warns about that on every
-    scan and then uses a client-side timestamp, which is right for Lite (reads are strong)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "failed to get mvccTs" not in record.getMessage()
-
-
-_ITERATOR_LOGGER = logging.getLogger("pymilvus.client.iterator.query_iterator")
-if not any(isinstance(f, _DropLiteIteratorWarning) for f in _ITERATOR_LOGGER.filters):
-    _ITERATOR_LOGGER.addFilter(_DropLiteIteratorWarning())
-
-
 def _lite_lock_holder(path: str) -> bool:
     """Whether another process holds Milvus Lite's directory lock on ``path`` (a diagnosis after
     a failed open: Milvus Lite allows one process per path)."""
@@ -461,6 +448,7 @@ class MilvusGallery(Gallery):
         self._lite_path = None if is_server_uri(self.uri) else _lite_path(self.uri)
         self._write_lock = threading.RLock()
         self._read_lock: Any = self._write_lock if self._lite_path else contextlib.nullcontext()
+        self._paged_reads = self._lite_path is None
         self._closed = False
         if self._lite_path is not None:
             Path(self._lite_path).parent.mkdir(parents=True, exist_ok=True)
@@ -544,7 +532,6 @@ class MilvusGallery(Gallery):
         self._client.create_collection(
             self.collection,
             schema=schema,
-            index_params=index_params,
             consistency_level="Strong",
             properties={
                 PROP_MODEL_VERSION: self.signature.version,
@@ -552,6 +539,9 @@ class MilvusGallery(Gallery):
                 PROP_SCHEMA_VERSION: str(SCHEMA_VERSION),
             },
         )
+        # sync=False: the collection is empty, so there is nothing to wait for, and pymilvus's
+        # wait polls every half second (a second per new gallery for two indexes).
+        self._client.create_index(self.collection, index_params, sync=False)
 
     @property
     def index_description(self) -> str:
@@ -752,13 +742,24 @@ class MilvusGallery(Gallery):
     def _scan(
         self, expression: str, fields: list[str], batch_size: int = 1000
     ) -> Iterator[dict[str, Any]]:
-        """Every row matching ``expression``, in primary-key pages (a server caps one query's
-        window at 16384 rows, so large reads go through the query iterator)."""
+        """Every row matching ``expression``. A server caps one query's result window (16384
+        rows), so it is read through pymilvus's query iterator, in primary-key pages. Milvus
+        Lite answers a query without a limit whole, and lacks the timestamp service the iterator
+        asks it for (every call would log a server error), so it is read in one query."""
+        output_fields = ["tracklet_id", *fields]
+        if not self._paged_reads:
+            yield from self._client.query(
+                self.collection,
+                filter=expression,
+                output_fields=output_fields,
+                consistency_level="Strong",
+            )
+            return
         iterator = self._client.query_iterator(
             self.collection,
             batch_size=batch_size,
             filter=expression,
-            output_fields=["tracklet_id", *fields],
+            output_fields=output_fields,
             consistency_level="Strong",
         )
         try:
@@ -833,27 +834,41 @@ class MilvusGallery(Gallery):
         return int(rows[0]["count(*)"])
 
     def iter_records(self, batch_size: int = 1000) -> Iterator[list[TrackletRecord]]:
-        """Batches in primary-key order. The iterator pages by primary key, so the lock is held
-        one batch at a time and concurrent adds and deletes stay possible during a migration."""
-        iterator = None
-        try:
+        """Batches in primary-key order, the lock held one batch at a time so concurrent adds
+        and deletes stay possible during a long migration."""
+        if not self._paged_reads:
+            # Ids first (small), then the records batch by batch.
             with self._read_lock, _milvus_errors("reading the gallery"):
-                iterator = self._client.query_iterator(
-                    self.collection,
-                    batch_size=batch_size,
-                    filter="",
-                    output_fields=_ALL_FIELDS,
-                    consistency_level="Strong",
-                )
-            while True:
+                ids = sorted(row["tracklet_id"] for row in self._scan("", []))
+            for start in range(0, len(ids), batch_size):
                 with self._read_lock, _milvus_errors("reading the gallery"):
+                    rows = self._client.get(
+                        self.collection,
+                        ids=ids[start : start + batch_size],
+                        output_fields=_ALL_FIELDS,
+                        consistency_level="Strong",
+                    )
+                rows.sort(key=lambda row: row["tracklet_id"])
+                if rows:
+                    yield [_record(row) for row in rows]
+            return
+        with _milvus_errors("reading the gallery"):
+            iterator = self._client.query_iterator(
+                self.collection,
+                batch_size=batch_size,
+                filter="",
+                output_fields=_ALL_FIELDS,
+                consistency_level="Strong",
+            )
+        try:
+            while True:
+                with _milvus_errors("reading the gallery"):
                     page = iterator.next()
                 if not page:
                     return
                 yield [_record(row) for row in page]
         finally:
-            if iterator is not None:
-                iterator.close()
+            iterator.close()
 
     def close(self) -> None:
         with self._write_lock:
