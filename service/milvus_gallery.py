@@ -22,6 +22,7 @@ start_us        INT64, nullable                        start time, epoch microse
 end_us          INT64, nullable                        end time, epoch microseconds (UTC)
 created_us      INT64                                  enrolment time, epoch microseconds (UTC)
 metadata        JSON                                   the metadata object
+num_frames      INT32                                  T, the uploaded frames (attention length)
 feature_dim     INT32                                  F, the width of the per-step features
 attention       ARRAY<VARCHAR(65535)>[64]              float32 (T,) little-endian, base64 chunks
 features        ARRAY<VARCHAR(65535)>[64]              float16 (T', F) little-endian, base64 chunks
@@ -126,6 +127,7 @@ _META_FIELDS = [
     "end_us",
     "created_us",
     "metadata",
+    "num_frames",
     "feature_dim",
     "attention",
     "embedding",
@@ -330,6 +332,7 @@ def _row(record: TrackletRecord) -> dict[str, Any]:
         # A JSON round trip now gives back exactly what a later read will (keys as strings,
         # no NaN), as the faiss backend's json.dumps does.
         "metadata": json.loads(json.dumps(record.metadata, ensure_ascii=False, allow_nan=False)),
+        "num_frames": record.num_frames,
         "feature_dim": int(features.shape[1]),
         "attention": _to_blob(record.attention, "<f4"),
         "features": _to_blob(features, "<f2"),
@@ -507,6 +510,7 @@ class MilvusGallery(Gallery):
         schema.add_field("end_us", DataType.INT64, nullable=True)
         schema.add_field("created_us", DataType.INT64)
         schema.add_field("metadata", DataType.JSON)
+        schema.add_field("num_frames", DataType.INT32)
         schema.add_field("feature_dim", DataType.INT32)
         for blob in ("attention", "features"):
             schema.add_field(
@@ -798,6 +802,20 @@ class MilvusGallery(Gallery):
                     found[row["tracklet_id"]] = features.reshape(
                         -1, int(row["feature_dim"])
                     ).astype(np.float32)
+        return found
+
+    def get_num_frames(self, tracklet_ids: Sequence[str]) -> dict[str, int]:
+        ids = list(dict.fromkeys(tracklet_ids))
+        found: dict[str, int] = {}
+        with self._read_lock, _milvus_errors("reading frame counts"):
+            for start in range(0, len(ids), ID_BATCH):
+                rows = self._client.get(
+                    self.collection,
+                    ids=ids[start : start + ID_BATCH],
+                    output_fields=["tracklet_id", "num_frames"],
+                    consistency_level="Strong",
+                )
+                found.update((row["tracklet_id"], int(row["num_frames"])) for row in rows)
         return found
 
     def get_identity(self, identity: str) -> list[TrackletRecord]:

@@ -220,6 +220,7 @@ def test_enrolled_records_read_back(open_gallery: OpenGallery) -> None:
     features = gallery.get_features(["b", "a", "missing", "a"])
     assert set(features) == {"a", "b"}
     np.testing.assert_array_equal(features["a"], record.features.astype(np.float16))
+    assert gallery.get_num_frames(["b", "missing", "a"]) == {"a": 9, "b": 5}
 
 
 def test_refused_records_store_nothing(open_gallery: OpenGallery) -> None:
