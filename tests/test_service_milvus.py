@@ -86,6 +86,14 @@ def test_enroll_query_restart_delete_on_milvus(milvus_service: ServiceProcess) -
         )
         timed = query(client, 800, start_after="2024-05-01T10:00:03Z", top_k=5)["matches"]
         assert _ids(timed) == [alice["tracklet_id"]]
+        # Pair re-scoring reads the stored per-step features and frame counts back.
+        rescored = query(client, 800, top_k=3, rerank=4)
+        assert rescored["reranked"] == 4
+        assert rescored["matches"][0]["identity"] == "alice"
+        for match in rescored["matches"]:
+            assert match["index_distance"] is not None
+            assert sum(match["attention"]) == pytest.approx(1.0, abs=1e-4)
+        assert len(rescored["matches"][0]["attention"]) == alice["num_frames"]
 
         stored = client.get(f"/tracklets/{alice['tracklet_id']}").json()
         assert stored["metadata"] == {"site": "north"}
