@@ -1,0 +1,400 @@
+"""End to end over HTTP: enroll and query throughput and latency of the real service.
+
+The service runs as a subprocess (``uvicorn service.app:app``) on 127.0.0.1 and a free port,
+configured through ``REID_*`` variables, over a gallery prefilled directly through the gallery
+interface (clustered embeddings, see :mod:`bench.gallery`) before it starts. Requests carry 16
+real JPEG frames (128 x 64) of synthetic pedestrians, as multipart uploads. The load generator
+is locust, in its own process (:mod:`bench._locust_worker`): N closed-loop clients, N requests
+in flight. Every load point runs with micro-batching on and off (``REID_BATCHING``). The server
+is stopped afterwards whatever happens, and nothing but loopback is ever targeted.
+
+Hook: ``OPERATIONS`` lists what is timed. A query with pair re-scoring (``rerank`` = K) is one
+more :class:`Operation` whose body adds the ``rerank`` field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from bench.common import Context
+from bench.gallery import clustered_embeddings, prefill
+from bench.report import ROOT, PartResult, Table, format_value
+
+DESCRIPTION = (
+    "The service as deployed (`uvicorn service.app:app` in its own process on 127.0.0.1, "
+    "configured by `REID_*` variables) over a gallery prefilled through the gallery interface "
+    "with clustered embeddings before it starts. Each request carries 16 JPEG frames "
+    "(128 x 64) of a synthetic pedestrian as a multipart upload. Load: locust in its own "
+    "process, N closed-loop clients (N requests in flight), with micro-batching on and off "
+    "(`REID_BATCHING`)."
+)
+FRAMES_PER_TRACKLET = 16
+DISTINCT_TRACKLETS = 8  # request bodies cycled through (distinct people and cameras)
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceServer:
+    """``uvicorn service.app:app`` on 127.0.0.1 in its own process; a context manager that
+    always stops it."""
+
+    def __init__(self, model_path: Path, data_dir: Path, env: Mapping[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "REID_MODEL_PATH": str(model_path),
+            "REID_DATA_DIR": str(data_dir),
+            "REID_HOST": "127.0.0.1",
+            "REID_PORT": str(self.port),
+            "REID_LOG_LEVEL": "warning",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServiceServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 300.0) -> ServiceServer:
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the service exited with {self.process.returncode} before it was ready:\n"
+                    + self.log_tail()
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the service was not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def ready(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/readyz", timeout=60) as response:
+            return json.loads(response.read())
+
+
+# ---------------------------------------------------------------------------- the requests
+
+
+def multipart_body(
+    fields: Mapping[str, str], files: list[tuple[str, bytes]], boundary: str
+) -> bytes:
+    """multipart/form-data with text ``fields`` and JPEG ``files`` (all named ``frames``)."""
+    parts: list[bytes] = []
+    for key, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
+            f"{value}\r\n".encode()
+        )
+    for filename, data in files:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="frames"; '
+            f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts)
+
+
+def jpeg_tracklets(count: int, seed: int) -> list[list[tuple[str, bytes]]]:
+    """``count`` tracklets of 16 JPEG frames (128 x 64) of distinct synthetic people."""
+    from training.synthetic.tracklet import synthesize_tracklet
+
+    tracklets = []
+    for i in range(count):
+        frames = synthesize_tracklet(
+            identity=i, camera=1 + i % 2, num_frames=FRAMES_PER_TRACKLET, seed=seed
+        )
+        encoded = []
+        for t, frame in enumerate(frames):
+            ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise RuntimeError("OpenCV could not encode a JPEG frame")
+            encoded.append((f"{t:04d}.jpg", buffer.tobytes()))
+        tracklets.append(encoded)
+    return tracklets
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One kind of request: its route and how its multipart fields are built for tracklet i."""
+
+    name: str
+    path: str
+    fields: Callable[[int], dict[str, str]]
+
+
+OPERATIONS: list[Operation] = [
+    Operation("query", "/query", lambda i: {"top_k": "10"}),
+    Operation(
+        "enroll",
+        "/tracklets",
+        lambda i: {"identity": f"bench-person-{i}", "camera": f"cam{1 + i % 2}"},
+    ),
+]
+
+
+def write_bodies(
+    folder: Path, tracklets: list[list[tuple[str, bytes]]]
+) -> dict[str, tuple[list[str], str]]:
+    """Per operation: the body files and the Content-Type (one boundary for all bodies)."""
+    boundary = f"bench-{uuid.uuid4().hex}"
+    content_type = f"multipart/form-data; boundary={boundary}"
+    out = {}
+    for operation in OPERATIONS:
+        paths = []
+        for i, files in enumerate(tracklets):
+            path = folder / f"{operation.name}-{i}.body"
+            path.write_bytes(multipart_body(operation.fields(i), files, boundary))
+            paths.append(str(path))
+        out[operation.name] = (paths, content_type)
+    return out
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+def histogram_mean(metrics_text: str, name: str) -> tuple[float, float]:
+    """(sum, count) of a Prometheus histogram in a /metrics text."""
+    values = {}
+    for suffix in ("_sum", "_count"):
+        match = re.search(rf"^{name}{suffix}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$", metrics_text, re.M)
+        values[suffix] = float(match.group(1)) if match else 0.0
+    return values["_sum"], values["_count"]
+
+
+def server_batch_size(before: str, after: str) -> float | None:
+    """Mean tracklets per ONNX Runtime call during the window (``reid_batch_size``)."""
+    s0, c0 = histogram_mean(before, "reid_batch_size")
+    s1, c1 = histogram_mean(after, "reid_batch_size")
+    return (s1 - s0) / (c1 - c0) if c1 > c0 else None
+
+
+# ----------------------------------------------------------------------------------- run
+
+
+def run(context: Context) -> PartResult:
+    from model.card import card_path_for, load_card
+    from service.gallery import ModelSignature, open_gallery
+    from service.settings import Settings
+
+    config = context.config
+    started = time.perf_counter()
+    folder = config.workdir / "http"
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = context.model_path()
+    card = load_card(card_path_for(model_path))
+    signature = ModelSignature(str(card["version"]), int(card["embedding_size"]))
+
+    # Prefill through the gallery interface, where the service will look for it.
+    data_dir = folder / "data"
+    location = Settings(data_dir=data_dir, model_path=model_path).gallery_location()
+    data = clustered_embeddings(config.http_gallery_size, 0, config.seed)
+    with open_gallery("faiss", location, signature) as gallery:
+        prefill_s = prefill(
+            gallery, data, config.seed, progress=config.progress, desc="http prefill"
+        )
+    del data
+
+    distinct = DISTINCT_TRACKLETS if not config.quick else 2
+    bodies = write_bodies(folder, jpeg_tracklets(distinct, config.seed))
+    table = Table(
+        f"HTTP end to end, {format_value(config.http_gallery_size)} tracklets in the gallery",
+        [
+            "batching",
+            "request",
+            "clients",
+            "requests",
+            "failed",
+            "requests/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "mean tracklets per ONNX call",
+        ],
+    )
+    raw_points: list[dict[str, Any]] = []
+    notes: list[str] = []
+    points = [(operation, users) for users in config.concurrency for operation in OPERATIONS]
+    for batching in (True, False):
+        env = {
+            "REID_BATCHING": "true" if batching else "false",
+            # Plain queries: re-scoring has its own rows (see the module's hook).
+            "REID_RERANK": "0",
+        }
+        with ServiceServer(model_path, data_dir, env) as server:
+            ready = server.ready()
+            spec_path = folder / f"spec-{server.port}.json"
+            out_path = folder / f"result-{server.port}.json"
+            spec = {
+                "host": server.url,
+                "out": str(out_path),
+                "points": [
+                    {
+                        "name": operation.name,
+                        "path": operation.path,
+                        "bodies": bodies[operation.name][0],
+                        "content_type": bodies[operation.name][1],
+                        "users": users,
+                        "seconds": config.http_seconds,
+                        "warmup": config.http_warmup_seconds,
+                        "seed": config.seed,
+                    }
+                    for operation, users in points
+                ],
+            }
+            spec_path.write_text(json.dumps(spec))
+            budget = len(points) * (config.http_seconds + config.http_warmup_seconds + 60) + 120
+            label = f"http batching={'on' if batching else 'off'}"
+            with tqdm(total=1, desc=label, disable=not config.progress, unit="run") as bar:
+                worker = subprocess.run(
+                    [sys.executable, "-m", "bench._locust_worker", str(spec_path)],
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                    capture_output=True,
+                    text=True,
+                    timeout=budget,
+                )
+                bar.update(1)
+            if worker.returncode != 0:
+                raise RuntimeError(
+                    f"the load generator failed ({worker.returncode}):\n{worker.stderr[-4000:]}"
+                )
+            results = json.loads(out_path.read_text())
+            log_tail = server.log_tail()
+        for result in results:
+            latencies = np.asarray(result["latencies_ms"], dtype=float)
+            if latencies.size == 0:
+                raise RuntimeError(
+                    f"no {result['name']} request with {result['users']} clients succeeded in "
+                    f"the window (HTTP statuses {result['statuses']}); server log:\n{log_tail}"
+                )
+            if result["failures"]:
+                notes.append(
+                    f"{result['failures']} failed {result['name']} requests with "
+                    f"{result['users']} clients, batching {'on' if batching else 'off'} "
+                    f"(statuses seen: {result['statuses']})."
+                )
+            batch = server_batch_size(result["metrics_before"], result["metrics_after"])
+            row = {
+                "batching": batching,
+                "request": result["name"],
+                "clients": result["users"],
+                "requests": int(latencies.size),
+                "failed": int(result["failures"]),
+                "requests_per_s": latencies.size / result["window_s"],
+                "p50_ms": float(np.percentile(latencies, 50)),
+                "p95_ms": float(np.percentile(latencies, 95)),
+                "p99_ms": float(np.percentile(latencies, 99)),
+                "mean_batch": batch,
+                "window_s": result["window_s"],
+                "gallery_count_at_start": ready["gallery"]["count"],
+                "provider": ready["provider"],
+            }
+            raw_points.append(row)
+            table.add(
+                "on" if batching else "off",
+                row["request"],
+                row["clients"],
+                row["requests"],
+                row["failed"],
+                row["requests_per_s"],
+                row["p50_ms"],
+                row["p95_ms"],
+                row["p99_ms"],
+                batch,
+            )
+    table.notes.append(
+        f"{FRAMES_PER_TRACKLET} JPEG frames of 128 x 64 per request (multipart), {distinct} "
+        "distinct tracklets cycled. Closed loop: each client sends its next request when the "
+        f"previous one is answered. {config.http_warmup_seconds:g} s warm-up, then "
+        f"{config.http_seconds:g} s measured per row; requests/s counts answers completed in "
+        "that window. The load generator (locust, one process) shares the machine's CPUs with "
+        "the server. Server settings are the service's defaults (decode and inference thread "
+        "pools, ONNX Runtime threads), provider "
+        f"{raw_points[0]['provider'] if raw_points else 'unknown'}; the last column is "
+        "`reid_batch_size` from /metrics over the window."
+    )
+    part = PartResult(
+        name="http",
+        title="4. HTTP end to end",
+        description=DESCRIPTION,
+        tables=[table],
+        notes=notes,
+        raw={
+            "points": raw_points,
+            "gallery_size": config.http_gallery_size,
+            "prefill_s": prefill_s,
+            "concurrency": list(config.concurrency),
+            "seconds": config.http_seconds,
+            "warmup_seconds": config.http_warmup_seconds,
+        },
+    )
+    part.seconds = time.perf_counter() - started
+    return part
