@@ -114,8 +114,8 @@ ID_BATCH = 500
 _LITE_INDEX = {"index_type": "FLAT", "params": {}}
 #: A server: HNSW, the usual graph index for millions of vectors held in memory. M=16 and
 #: efConstruction=200 are the common recall/size balance; searches use ef = max(128, limit)
-#: (ef must be at least the limit): recall typically above 0.99 at about a millisecond per query,
-#: where FLAT would cost time linear in the gallery size.
+#: (ef must be at least the limit): recall typically above 0.99 for a small fraction of the work
+#: of FLAT, whose cost grows linearly with the gallery.
 _SERVER_INDEX = {"index_type": "HNSW", "params": {"M": 16, "efConstruction": 200}}
 _HNSW_MIN_EF = 128
 
@@ -146,14 +146,15 @@ def is_server_uri(uri: str) -> bool:
 
 
 def redact(uri: str) -> str:
-    """The URI without its password, for logs and messages."""
+    """The URI without its credentials, for logs and messages (pymilvus reads a user name
+    alone as a token, so that goes too)."""
     if not is_server_uri(uri) or uri.lower().startswith("unix:"):
         return uri
     parts = urlsplit(uri)
-    if parts.password is None:
+    if parts.username is None and parts.password is None:
         return uri
     host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -474,7 +475,10 @@ class MilvusGallery(Gallery):
 
     def _open_collection(self, index_type: str | None) -> None:
         if not self._client.has_collection(self.collection):
-            self._create_collection(index_type)
+            self._create_collection()
+        # Creating a collection and its indexes are separate requests: a gallery whose creation
+        # was interrupted between them gets its indexes now.
+        self._ensure_indexes(index_type)
         described = self._client.describe_collection(self.collection)
         properties = described.get("properties", {})
         recorded = _signature_from(properties)
@@ -501,9 +505,11 @@ class MilvusGallery(Gallery):
         self._client.load_collection(self.collection)
         self._index = self._client.describe_index(self.collection, "embedding") or {}
 
-    def _create_collection(self, index_type: str | None) -> None:
+    def _create_collection(self) -> None:
         schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("tracklet_id", DataType.VARCHAR, is_primary=True, max_length=1024)
+        schema.add_field(
+            "tracklet_id", DataType.VARCHAR, is_primary=True, max_length=MAX_STRING_BYTES
+        )
         schema.add_field("identity", DataType.VARCHAR, max_length=MAX_STRING_BYTES)
         schema.add_field("camera", DataType.VARCHAR, max_length=MAX_STRING_BYTES, nullable=True)
         schema.add_field("start_us", DataType.INT64, nullable=True)
@@ -521,18 +527,6 @@ class MilvusGallery(Gallery):
                 max_capacity=BLOB_MAX_CHUNKS,
             )
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.signature.embedding_size)
-        index = dict(_LITE_INDEX if self._lite_path else _SERVER_INDEX)
-        if index_type is not None:
-            index = {"index_type": index_type, "params": {}}
-        index_params = self._client.prepare_index_params()
-        index_params.add_index(
-            "embedding",
-            index_type=index["index_type"],
-            metric_type="L2",
-            params=index["params"],
-        )
-        # Deleting or listing an identity and excluding identities while grouping filter on it.
-        index_params.add_index("identity", index_type="INVERTED")
         self._client.create_collection(
             self.collection,
             schema=schema,
@@ -543,9 +537,29 @@ class MilvusGallery(Gallery):
                 PROP_SCHEMA_VERSION: str(SCHEMA_VERSION),
             },
         )
-        # sync=False: the collection is empty, so there is nothing to wait for, and pymilvus's
-        # wait polls every half second (a second per new gallery for two indexes).
-        self._client.create_index(self.collection, index_params, sync=False)
+
+    def _ensure_indexes(self, index_type: str | None) -> None:
+        existing = set(self._client.list_indexes(self.collection))
+        index_params = self._client.prepare_index_params()
+        if "embedding" not in existing:
+            index = dict(_LITE_INDEX if self._lite_path else _SERVER_INDEX)
+            if index_type is not None:
+                index = {"index_type": index_type, "params": {}}
+            index_params.add_index(
+                "embedding",
+                index_type=index["index_type"],
+                index_name="embedding",
+                metric_type="L2",
+                params=index["params"],
+            )
+        if "identity" not in existing:
+            # Deleting or reading an identity, and excluding the identities already found while
+            # grouping, filter on it.
+            index_params.add_index("identity", index_type="INVERTED", index_name="identity")
+        if len(index_params):
+            # sync=False: pymilvus's wait polls every half second (a second per new gallery for
+            # two indexes) though an empty collection has nothing to build.
+            self._client.create_index(self.collection, index_params, sync=False)
 
     @property
     def index_description(self) -> str:

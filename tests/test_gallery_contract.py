@@ -638,6 +638,41 @@ def test_milvus_server_reads_page_through_the_query_iterator(shared_lite: str) -
         gallery.close()
 
 
+def test_milvus_gallery_interrupted_while_being_created_opens(
+    shared_lite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The collection and its indexes are created by separate requests; a crash between them
+    # must not leave a gallery that cannot be opened.
+    collection = f"c_{uuid.uuid4().hex}"
+
+    def crash(self: MilvusGallery, index_type: str | None) -> None:
+        raise GalleryError("crashed before the indexes")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MilvusGallery, "_ensure_indexes", crash)
+        with pytest.raises(GalleryError, match="crashed"):
+            MilvusGallery(shared_lite, SIGNATURE, collection=collection)
+    gallery = MilvusGallery(shared_lite, SIGNATURE, collection=collection)
+    try:
+        assert "FLAT" in gallery.index_description
+        records = random_records(5, identities=2, seed=13)
+        gallery.add(records)
+        assert gallery.search(records[2].embedding, 1, group_by_identity=False)[0].tracklet_id == (
+            records[2].tracklet_id
+        )
+    finally:
+        gallery.close()
+
+
+def test_milvus_credentials_never_reach_messages() -> None:
+    from service.milvus_gallery import redact
+
+    assert redact("http://user:secret@milvus:19530/reid") == "http://***@milvus:19530/reid"
+    assert redact("https://tok3n@milvus") == "https://***@milvus"
+    assert redact("http://milvus:19530") == "http://milvus:19530"
+    assert redact("./data/milvus.db") == "./data/milvus.db"
+
+
 def test_milvus_location_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.db"):
         MilvusGallery(str(tmp_path / "gallery"), SIGNATURE)
