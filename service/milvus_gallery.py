@@ -232,7 +232,10 @@ def _connect(uri: str) -> MilvusClient:
                 "one process per path): stop that process (the service, or another reid-gallery) "
                 "and retry, or use a Milvus server"
             ) from exc
-        raise GalleryError(f"cannot connect to Milvus at {redact(uri)}: {exc.message}") from exc
+        raise GalleryError(
+            f"cannot connect to Milvus at {redact(uri)}: {exc.message}. Check that the server "
+            "runs and that REID_MILVUS_URI (or the reid-gallery SPEC) points at it"
+        ) from exc
 
 
 @contextlib.contextmanager
