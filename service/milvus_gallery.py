@@ -258,7 +258,7 @@ def read_signature(uri: str, collection: str = DEFAULT_COLLECTION) -> ModelSigna
     missing Milvus Lite path is not created), writes nothing."""
     lite_path = None if is_server_uri(uri) else _lite_path(uri)
     if lite_path is not None:
-        if not os.path.isdir(lite_path):
+        if not os.path.exists(lite_path):
             return None
         _LITE_SERVERS.acquire(lite_path)
     try:
