@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="gallery: query embeddings per size for latency and recall (default 200)",
     )
     common.add_argument(
+        "--gallery-budget",
+        type=float,
+        help="gallery: seconds each backend search measurement may take before it stops "
+        "early (at least 10 queries; slow backends at 1M would take hours). Default 60",
+    )
+    common.add_argument(
         "--http-gallery-size",
         type=int,
         help="http: tracklets prefilled into the served gallery (default 100000)",
@@ -210,6 +216,7 @@ def make_config(args: argparse.Namespace, workdir: Path) -> BenchConfig:
         "gallery_sizes": args.sizes,
         "backends": args.backends,
         "gallery_queries": args.queries,
+        "gallery_budget_s": args.gallery_budget,
         "http_gallery_size": args.http_gallery_size,
         "concurrency": args.concurrency,
         "http_seconds": args.http_seconds,

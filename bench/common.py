@@ -38,6 +38,7 @@ class BenchConfig:
     gallery_sizes: Sequence[int] = FULL_GALLERY_SIZES
     backends: Sequence[str] = ("faiss",)
     gallery_queries: int = 200
+    gallery_budget_s: float = 60.0  # per timed search measurement of one backend and size
     # http
     http_gallery_size: int = 100_000
     concurrency: Sequence[int] = FULL_CONCURRENCY

@@ -35,7 +35,7 @@ MACHINE_ROWS = ("CPU", "memory", "GPU", "OS", "Python", "packages", "date (UTC)"
 FRACTION_COLUMNS = ("recall", "of the query's identity")
 COSINE_COLUMNS = ("cosine",)
 COUNT_COLUMNS = ("failed", "RSS")
-OPTIONAL_COLUMNS = ("% of CPU peak", "mean tracklets per ONNX call")
+OPTIONAL_COLUMNS = ("% of CPU peak", "mean tracklets per ONNX call", "100 queries")
 
 
 @pytest.fixture(scope="module")
