@@ -184,11 +184,16 @@ def test_cli_writes_dataset_and_summary(tmp_path: Path, capsys) -> None:
             "1",
             "--splits",
             "2",
+            "--preview",
+            str(tmp_path / "preview.png"),
         ]
     )
     assert args.handler(args) == 0
     assert "2 persons x 2 cameras" in capsys.readouterr().out
     assert (tmp_path / "i-LIDS-VID" / "sequences" / "cam2" / "person002").is_dir()
+    preview = cv2.imread(str(tmp_path / "preview.png"))
+    # Two persons (rows) x (5 frames + gap + 5 frames) of 128x64 crops.
+    assert preview.shape == (2 * 128, 10 * 64 + 16, 3)
 
 
 def test_color_baseline_features_and_protocol(dataset: Path) -> None:
@@ -200,3 +205,24 @@ def test_color_baseline_features_and_protocol(dataset: Path) -> None:
     result = evaluate_color_baseline(split.query, split.gallery)
     assert result["num_query"] == result["num_gallery"] == N_IDS // 2
     assert 0.0 <= result["rank1"] <= result["rank5"] <= result["rank20"] == 1.0
+
+
+def test_sites_per_camera_give_persons_different_scenes_and_cameras(tmp_path: Path) -> None:
+    from training.synthetic.tracklet import camera_site, site_variant
+
+    variants = {site_variant(i, 1, 0, 8) for i in range(1, 41)}
+    assert len(variants) >= 6 and variants <= set(range(8))
+    assert {site_variant(i, 2, 0, 1) for i in range(1, 41)} == {0}
+    # Different sites are different places and cameras, not the same scene again.
+    sites = [camera_site(1, 0, v) for v in range(4)]
+    assert len({s.panorama.tobytes()[:4096] for s in sites}) == 4
+    assert len({s.model.summary()["exposure"] for s in sites}) > 1
+    # A generated dataset records its sites and which one filmed each tracklet.
+    root = generate_dataset(tmp_path, 3, 0, 3, 4, workers=1, progress=False, sites_per_camera=3)
+    meta = json.loads((root / "synthetic.json").read_text())
+    assert meta["sites_per_camera"] == 3 and len(meta["camera_sites"]["cam1"]) == 3
+    drawn = [t["site"] for p in meta["persons"] for t in p["tracklets"].values()]
+    assert all(0 <= v < 3 for v in drawn)
+    a = synthesize_tracklet(1, 1, 2, seed=0, sites_per_camera=3)
+    b = synthesize_tracklet(1, 1, 2, seed=0, sites_per_camera=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

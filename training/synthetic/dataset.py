@@ -35,7 +35,7 @@ from training.synthetic.tracklet import (
     tracklet_length,
 )
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 DATASET_DIR = "i-LIDS-VID"
 SPLITS_DIR = "train-test people splits"
 SPLITS_FILE = "train_test_splits_ilidsvid.mat"
@@ -58,9 +58,9 @@ def _first_frame_number(identity: int, camera: int, seed: int) -> int:
     return int(derive_rng(seed, _KEY_FIRST_FRAME, identity, camera).integers(0, 1500))
 
 
-def _write_identity(job: tuple[Path, int, int, int, int]) -> dict:
+def _write_identity(job: tuple[Path, int, int, int, int, int]) -> dict:
     """Render and write both cameras of one identity; returns its record for synthetic.json."""
-    root, identity, seed, min_frames, max_frames = job
+    root, identity, seed, min_frames, max_frames, sites = job
     record: dict = {
         "identity": identity,
         "name": person_name(identity),
@@ -69,7 +69,7 @@ def _write_identity(job: tuple[Path, int, int, int, int]) -> dict:
     }
     for camera in CAMERAS:
         n = tracklet_length(identity, camera, seed, min_frames, max_frames)
-        frames = synthesize_tracklet(identity, camera, n, seed)
+        frames = synthesize_tracklet(identity, camera, n, seed, sites)
         folder = root / DATASET_DIR / "sequences" / f"cam{camera}" / person_name(identity)
         folder.mkdir(parents=True, exist_ok=True)
         first = _first_frame_number(identity, camera, seed)
@@ -77,7 +77,7 @@ def _write_identity(job: tuple[Path, int, int, int, int]) -> dict:
             path = folder / frame_name(camera, identity, first + i)
             if not cv2.imwrite(str(path), np.ascontiguousarray(frame[..., ::-1])):
                 raise OSError(f"could not write {path}")
-        info = tracklet_info(identity, camera, n, seed)
+        info = tracklet_info(identity, camera, n, seed, sites)
         record["tracklets"][f"cam{camera}"] = {"frames": n, "first_frame": first, **info}
     return record
 
@@ -104,6 +104,7 @@ def generate_dataset(
     num_splits: int = 10,
     overwrite: bool = False,
     progress: bool = True,
+    sites_per_camera: int = 8,
 ) -> Path:
     """Render the dataset into `out_dir` and return `out_dir` (the folder holding i-LIDS-VID).
 
@@ -116,8 +117,8 @@ def generate_dataset(
         raise ValueError("need at least 2 identities (a train and a test half)")
     if not 1 <= min_frames <= max_frames:
         raise ValueError("need 1 <= min_frames <= max_frames")
-    if num_splits < 1 or workers < 1:
-        raise ValueError("num_splits and workers must be >= 1")
+    if num_splits < 1 or workers < 1 or sites_per_camera < 1:
+        raise ValueError("num_splits, workers and sites_per_camera must be >= 1")
     root = Path(out_dir)
     dataset = root / DATASET_DIR
     if dataset.exists() and any(dataset.iterdir()):
@@ -125,7 +126,10 @@ def generate_dataset(
             raise FileExistsError(f"{dataset} exists; pass overwrite=True (--overwrite)")
         shutil.rmtree(dataset)
     root.mkdir(parents=True, exist_ok=True)
-    jobs = [(root, i, seed, min_frames, max_frames) for i in range(1, num_identities + 1)]
+    jobs = [
+        (root, i, seed, min_frames, max_frames, sites_per_camera)
+        for i in range(1, num_identities + 1)
+    ]
     bar = tqdm(total=num_identities, desc="synth persons", unit="person", disable=not progress)
     records: list[dict] = []
     if workers == 1:
@@ -165,14 +169,40 @@ def generate_dataset(
         "num_splits": num_splits,
         "num_tracklets": len(lengths),
         "num_frames": int(sum(lengths)),
+        "sites_per_camera": sites_per_camera,
         "camera_sites": {
-            f"cam{c}": {"kind": camera_site(c, seed).kind, **camera_site(c, seed).model.summary()}
+            f"cam{c}": [
+                {"kind": site.kind, **site.model.summary()}
+                for site in (camera_site(c, seed, v) for v in range(sites_per_camera))
+            ]
             for c in CAMERAS
         },
         "persons": records,
     }  # no timings or paths: the file is as reproducible as the frames
     (root / "synthetic.json").write_text(json.dumps(meta, indent=1))
     return root
+
+
+def preview_grid(root: str | Path, persons: int = 6, frames: int = 5) -> np.ndarray:
+    """RGB image: one row per person (the first ``persons``), ``frames`` evenly spaced frames
+    from camera 1, a gap, then camera 2 — what a generated dataset looks like."""
+    from model.preprocessing import read_frame
+
+    base = Path(root) / DATASET_DIR / "sequences"
+    h, w = FRAME_SHAPE
+    rows = []
+    for identity in range(1, persons + 1):
+        cells = []
+        for camera in CAMERAS:
+            folder = base / f"cam{camera}" / person_name(identity)
+            paths = sorted(folder.glob("*.png"))
+            if not paths:
+                raise FileNotFoundError(f"no frames in {folder}")
+            picks = np.linspace(0, len(paths) - 1, frames).round().astype(int)
+            cells.extend(read_frame(paths[int(i)]) for i in picks)
+            cells.append(np.full((h, w // 4, 3), 255, np.uint8))
+        rows.append(np.hstack(cells[:-1]))
+    return np.vstack(rows)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -221,7 +251,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--splits", type=int, default=10, help="rows of the random train/test split table ls_set"
     )
     parser.add_argument(
+        "--sites-per-camera",
+        type=int,
+        default=8,
+        help="scenes (place, light, camera model) each camera number films, one drawn per "
+        "person: more sites teach the model to ignore backgrounds and colour casts; 1 gives "
+        "i-LIDS-VID's two fixed scenes",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing i-LIDS-VID folder under --out"
+    )
+    parser.add_argument(
+        "--preview",
+        type=Path,
+        help="also write a PNG grid of the first six persons (camera 1 left, camera 2 right)",
     )
     parser.set_defaults(handler=_run)
 
@@ -237,8 +280,13 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         num_splits=args.splits,
         overwrite=args.overwrite,
+        sites_per_camera=args.sites_per_camera,
     )
     meta = json.loads((root / "synthetic.json").read_text())
+    if args.preview:
+        grid = preview_grid(root, persons=min(6, args.identities))
+        cv2.imwrite(str(args.preview), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        print(f"preview: {args.preview}")
     print(
         f"synth: {meta['num_identities']} persons x {len(meta['cameras'])} cameras, "
         f"{meta['num_frames']} frames in {time.perf_counter() - started:.1f}s -> {root}"

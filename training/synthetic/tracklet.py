@@ -24,6 +24,7 @@ FRAME_SHAPE = (128, 64)  # (H, W), i-LIDS-VID crops
 
 # Spawn keys of the seed sequence: one independent stream per purpose.
 _KEY_PERSON, _KEY_TRACKLET, _KEY_SITE, _KEY_LENGTH, _KEY_SPLITS, _KEY_ROUTES = range(6)
+_KEY_SITE_CHOICE = 6
 
 # (name, yaw in degrees, yaw jitter); yaw 90 walks to the right of the image.
 DIRECTIONS: tuple[tuple[str, float, float], ...] = (
@@ -48,10 +49,22 @@ def person_appearance(identity: int, seed: int) -> PersonAppearance:
     return sample_person(derive_rng(seed, _KEY_PERSON, identity), identity)
 
 
-@lru_cache(maxsize=8)
-def camera_site(camera: int, seed: int) -> CameraSite:
-    """The camera's site; cached because every tracklet of the camera crops the same scene."""
-    return build_site(derive_rng(seed, _KEY_SITE, camera), camera)
+@lru_cache(maxsize=64)
+def camera_site(camera: int, seed: int, variant: int = 0) -> CameraSite:
+    """The camera's site; cached because every tracklet of the camera crops the same scene.
+
+    ``variant`` > 0 gives other sites (scene, light and camera model) for the same camera
+    number: a camera position seen on other days and at other places (``sites_per_camera``).
+    """
+    key = (camera,) if variant == 0 else (camera, variant)
+    return build_site(derive_rng(seed, _KEY_SITE, *key), camera)
+
+
+def site_variant(identity: int, camera: int, seed: int, sites_per_camera: int) -> int:
+    """Which of the camera's ``sites_per_camera`` sites films this identity (0 when one)."""
+    if sites_per_camera <= 1:
+        return 0
+    return int(derive_rng(seed, _KEY_SITE_CHOICE, identity, camera).integers(sites_per_camera))
 
 
 def walking_direction(identity: int, camera: int, seed: int) -> tuple[str, float, float]:
@@ -256,27 +269,32 @@ def _apply_camera(
 
 
 def synthesize_tracklet(
-    identity: int, camera: int, num_frames: int, seed: int = 0
+    identity: int, camera: int, num_frames: int, seed: int = 0, sites_per_camera: int = 1
 ) -> list[np.ndarray]:
     """Render one tracklet in memory: `num_frames` RGB uint8 frames of shape (128, 64, 3).
 
     ``identity`` picks the person (same identity + seed = same person in every camera),
-    ``camera`` (1, 2, ...) picks the site and camera model; the result depends only on
-    (identity, camera, num_frames, seed), so callers can build query tracklets without disk.
+    ``camera`` (1, 2, ...) picks the site and camera model (one of ``sites_per_camera`` sites,
+    drawn per identity); the result depends only on the arguments, so callers can build query
+    tracklets without disk.
     """
     if num_frames < 1:
         raise ValueError("num_frames must be >= 1")
     person = person_appearance(identity, seed)
-    site = camera_site(camera, seed)
+    site = camera_site(camera, seed, site_variant(identity, camera, seed, sites_per_camera))
     frames, _ = _render(person, site, identity, camera, num_frames, seed)
     return frames
 
 
-def tracklet_info(identity: int, camera: int, num_frames: int, seed: int = 0) -> dict:
-    """What `synthesize_tracklet` draws for this tracklet (direction, occluder, camera look)."""
+def tracklet_info(
+    identity: int, camera: int, num_frames: int, seed: int = 0, sites_per_camera: int = 1
+) -> dict:
+    """What `synthesize_tracklet` draws for this tracklet (site, direction, occluder, look)."""
     person = person_appearance(identity, seed)
-    site = camera_site(camera, seed)
-    return _plan(person, site, identity, camera, num_frames, seed)[0]
+    variant = site_variant(identity, camera, seed, sites_per_camera)
+    site = camera_site(camera, seed, variant)
+    info = _plan(person, site, identity, camera, num_frames, seed)[0]
+    return {"site": variant, "site_kind": site.kind, **info}
 
 
 def _plan(person, site: CameraSite, identity, camera, n, seed):
