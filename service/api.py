@@ -170,6 +170,10 @@ def _open_runtime(settings: Settings, metrics: ServiceMetrics) -> Runtime:
             "compared: point REID_DATA_DIR (or REID_MILVUS_URI) at a new gallery and re-enroll, "
             "or serve the model the gallery was built with"
         ) from exc
+    except GalleryError as exc:
+        raise StartupError(
+            f"cannot open the {settings.gallery_backend} gallery at {location}: {exc}"
+        ) from exc
     executor = ThreadPoolExecutor(
         max_workers=settings.inference_workers, thread_name_prefix="reid-infer"
     )

@@ -317,3 +317,18 @@ def test_model_without_pair_scorer_serves_but_refuses_rerank(
     finally:
         server.stop()
     assert "has no pair scorer" in server.log()
+
+
+def test_start_fails_clearly_when_the_milvus_server_is_unreachable(
+    exported_model: Path, tmp_path: Path
+) -> None:
+    settings = Settings(
+        model_path=exported_model,
+        data_dir=tmp_path / "data",
+        gallery_backend="milvus",
+        milvus_uri="http://127.0.0.1:1",
+    )
+    with pytest.raises(
+        StartupError, match=r"milvus gallery at http://127\.0\.0\.1:1.*REID_MILVUS_URI"
+    ):
+        _start(settings)
