@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -248,11 +249,23 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(command_line(argv))
     context = Context(config)
     parts: list[PartResult] = []
+    failed: list[str] = []
     names = PARTS if args.part == "all" else (args.part,)
     try:
         for name in names:
             t0 = time.perf_counter()
-            result = _part_runner(name)(context)
+            try:
+                result = _part_runner(name)(context)
+            except Exception as exc:
+                # One broken part must not throw away the others' minutes of measurements:
+                # report it (in the report too) and fail at the end.
+                traceback.print_exc()
+                failed.append(name)
+                result = PartResult(
+                    name=name,
+                    title=f"{name}: FAILED",
+                    description=f"This part failed: {type(exc).__name__}: {exc}",
+                )
             result.seconds = time.perf_counter() - t0
             parts.append(result)
             print_part(result)
@@ -262,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         markdown, raw = write_report(out, info, parts, args.quick)
         print(f"wrote {markdown} and {raw}", file=sys.stderr)
+    if failed:
+        print(f"failed parts: {', '.join(failed)}", file=sys.stderr)
+        return 1
     elif args.part == "all":
         print(
             f"no report written (smoke mode); pass --out PATH to write one "

@@ -110,7 +110,10 @@ def main(argv: list[str]) -> int:
     host = spec["host"].rstrip("/")
     check_loopback(host)
     logging.getLogger("locust").setLevel(logging.ERROR)
-    results = [run_point(host, point) for point in spec["points"]]
+    results = []
+    for point in spec["points"]:
+        results.append(run_point(host, point))
+        print(f"done {point['name']} {point['users']}", flush=True)  # progress for the parent
     Path(spec["out"]).write_text(json.dumps(results))
     return 0
 

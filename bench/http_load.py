@@ -67,7 +67,7 @@ class ServiceServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.env = {
-            **os.environ,
+            **server_environment({}),
             "PYTHONPATH": str(ROOT),
             "REID_MODEL_PATH": str(model_path),
             "REID_DATA_DIR": str(data_dir),
@@ -239,6 +239,56 @@ def server_batch_size(before: str, after: str) -> float | None:
 # ----------------------------------------------------------------------------------- run
 
 
+def run_load_generator(
+    spec_path: Path, folder: Path, budget_s: float, points: int, label: str, progress: bool
+) -> None:
+    """Run :mod:`bench._locust_worker` on a spec; a progress bar advances per load point (the
+    worker prints one line per point). The worker is killed if it overruns or we are stopped."""
+    log_path = folder / f"{spec_path.stem}.worker.log"
+    deadline = time.monotonic() + budget_s
+    with (
+        log_path.open("w") as log,
+        tqdm(total=points, desc=label, unit="point", disable=not progress) as bar,
+    ):
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bench._locust_worker", str(spec_path)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            assert worker.stdout is not None
+            for line in worker.stdout:
+                if line.startswith("done "):
+                    bar.update(1)
+                if time.monotonic() > deadline:
+                    break
+            try:
+                worker.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(
+                    f"the load generator did not finish within {budget_s:.0f} s"
+                ) from None
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(10)
+    if worker.returncode != 0:
+        raise RuntimeError(
+            f"the load generator failed ({worker.returncode}):\n"
+            + log_path.read_text(errors="replace")[-4000:]
+        )
+
+
+def server_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The benchmark's own REID_* settings only: a REID_API_KEYS_* or REID_GALLERY_BACKEND
+    left in the caller's shell would otherwise change what is measured."""
+    base = {key: value for key, value in os.environ.items() if not key.startswith("REID_")}
+    return {**base, **env}
+
+
 def run(context: Context) -> PartResult:
     from model.card import card_path_for, load_card
     from service.gallery import ModelSignature, open_gallery
@@ -254,7 +304,9 @@ def run(context: Context) -> PartResult:
 
     # Prefill through the gallery interface, where the service will look for it.
     data_dir = folder / "data"
-    location = Settings(data_dir=data_dir, model_path=model_path).gallery_location()
+    location = Settings(
+        data_dir=data_dir, model_path=model_path, gallery_backend="faiss"
+    ).gallery_location()
     data = clustered_embeddings(config.http_gallery_size, 0, config.seed)
     with open_gallery("faiss", location, signature) as gallery:
         prefill_s = prefill(
@@ -284,6 +336,7 @@ def run(context: Context) -> PartResult:
     points = [(operation, users) for users in config.concurrency for operation in OPERATIONS]
     for batching in (True, False):
         env = {
+            "REID_GALLERY_BACKEND": "faiss",
             "REID_BATCHING": "true" if batching else "false",
             # Plain queries: re-scoring has its own rows (see the module's hook).
             "REID_RERANK": "0",
@@ -312,20 +365,7 @@ def run(context: Context) -> PartResult:
             spec_path.write_text(json.dumps(spec))
             budget = len(points) * (config.http_seconds + config.http_warmup_seconds + 60) + 120
             label = f"http batching={'on' if batching else 'off'}"
-            with tqdm(total=1, desc=label, disable=not config.progress, unit="run") as bar:
-                worker = subprocess.run(
-                    [sys.executable, "-m", "bench._locust_worker", str(spec_path)],
-                    cwd=ROOT,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)},
-                    capture_output=True,
-                    text=True,
-                    timeout=budget,
-                )
-                bar.update(1)
-            if worker.returncode != 0:
-                raise RuntimeError(
-                    f"the load generator failed ({worker.returncode}):\n{worker.stderr[-4000:]}"
-                )
+            run_load_generator(spec_path, folder, budget, len(points), label, config.progress)
             results = json.loads(out_path.read_text())
             log_tail = server.log_tail()
         for result in results:
