@@ -14,7 +14,7 @@ import numpy as np
 
 #: Gallery sizes of a full run; ``--sizes`` overrides them.
 FULL_GALLERY_SIZES = (10_000, 100_000, 1_000_000)
-QUICK_GALLERY_SIZES = (500, 2_000)
+QUICK_GALLERY_SIZES = (300, 1_000)
 FULL_ENCODER_SHAPES = ((1, 16), (32, 16), (8, 128))
 QUICK_ENCODER_SHAPES = ((1, 4), (2, 4))
 FULL_CONCURRENCY = (1, 8, 32)

@@ -559,7 +559,7 @@ def run(context: Context) -> PartResult:
     started = time.perf_counter()
     model = EmbeddingModel()
     signature = ModelSignature("bench-gallery-1", model.dim)
-    repeats = 10 if not config.quick else 2
+    repeats = 10 if not config.quick else 1
     part = PartResult(
         name="gallery",
         title="3. Gallery",

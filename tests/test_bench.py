@@ -7,6 +7,7 @@ structure and sanity (positive finite numbers, recalls in [0, 1]), never speed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -149,3 +150,41 @@ def test_help_explains_every_option() -> None:
     assert result.returncode == 0
     for option in ("--quick", "--out", "--sizes", "--backends", "--concurrency", "--workdir"):
         assert option in result.stdout
+
+
+def test_gallery_part_runs_on_milvus(tmp_path: Path) -> None:
+    """The same gallery measurements through Milvus Lite (``--backends milvus``)."""
+    if importlib.util.find_spec("service.milvus_gallery") is None:
+        pytest.skip("service/milvus_gallery.py is not in this checkout")
+    out = tmp_path / "gallery.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "gallery",
+            "--quick",
+            "--no-progress",
+            "--backends",
+            "milvus",
+            "--sizes",
+            "300",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-6000:]
+    raw = json.loads(out.with_suffix(".json").read_text())
+    (backend,) = raw["parts"]["gallery"]["raw"]["backends"]
+    assert backend["backend"] == "milvus" and backend["tracklets"] == 300
+    assert 0.0 <= backend["recall_at_10"] <= 1.0
+    assert backend["disk_bytes_per_tracklet"] > 0 and backend["load_s"] > 0
+    for table in raw["parts"]["gallery"]["tables"]:
+        for row in table["rows"]:
+            for column, value in zip(table["columns"], row, strict=True):
+                _check_value(table["title"], column, value)
