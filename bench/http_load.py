@@ -20,6 +20,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -245,7 +246,6 @@ def run_load_generator(
     """Run :mod:`bench._locust_worker` on a spec; a progress bar advances per load point (the
     worker prints one line per point). The worker is killed if it overruns or we are stopped."""
     log_path = folder / f"{spec_path.stem}.worker.log"
-    deadline = time.monotonic() + budget_s
     with (
         log_path.open("w") as log,
         tqdm(total=points, desc=label, unit="point", disable=not progress) as bar,
@@ -258,23 +258,27 @@ def run_load_generator(
             stderr=log,
             text=True,
         )
-        try:
+
+        def follow() -> None:
             assert worker.stdout is not None
             for line in worker.stdout:
                 if line.startswith("done "):
                     bar.update(1)
-                if time.monotonic() > deadline:
-                    break
-            try:
-                worker.wait(max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(
-                    f"the load generator did not finish within {budget_s:.0f} s"
-                ) from None
+
+        # Read progress in a thread so a silent, hung worker still meets the deadline below.
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        try:
+            worker.wait(budget_s)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                f"the load generator did not finish within {budget_s:.0f} s"
+            ) from None
         finally:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait(10)
+            reader.join(10)
     if worker.returncode != 0:
         raise RuntimeError(
             f"the load generator failed ({worker.returncode}):\n"
