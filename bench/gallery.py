@@ -8,10 +8,11 @@ report prints for it.
 
 Hooks for later rows:
 
-* ``SEARCH_MODES``: each entry is timed through the gallery interface next to plain search.
-  Pair re-scoring (re-ranking the K = 10/50/100 nearest candidates with the joint attention)
-  is added here as one more :class:`SearchMode` whose function gets the gallery and the query's
-  embedding and per-step features.
+* ``SEARCH_MODE_FACTORIES``: the modes each factory returns are timed through the gallery
+  interface next to plain search. Pair re-scoring (re-ranking the K = 10/50/100 nearest
+  candidates with the joint attention) is one more factory: it gets the run's context (the
+  exported model and its pair scorer) and returns :class:`SearchMode` s whose function gets the
+  gallery and the query's embedding and per-step features.
 * ``BACKEND_LOCATIONS``: how each backend's location is made in the scratch folder. ``milvus``
   is measured exactly like ``faiss`` (``--backends faiss,milvus``) once
   ``service/milvus_gallery.py`` exists; until then it is skipped with a note.
@@ -229,18 +230,28 @@ class SearchMode:
     run: Callable[[Any, np.ndarray, np.ndarray], object]
 
 
-SEARCH_MODES: list[SearchMode] = [
-    SearchMode(
-        f"top-{TOP_K} grouped by identity (as /query)",
-        lambda gallery, embedding, _features: gallery.search(embedding, TOP_K),
-    ),
-    SearchMode(
-        f"top-{TOP_K} tracklets (group_by_identity=False)",
-        lambda gallery, embedding, _features: gallery.search(
-            embedding, TOP_K, group_by_identity=False
+def plain_search_modes(context: Context) -> list[SearchMode]:
+    """Plain index search, as ``/query`` runs it (grouped) and ungrouped."""
+    return [
+        SearchMode(
+            f"top-{TOP_K} grouped by identity (as /query)",
+            lambda gallery, embedding, _features: gallery.search(embedding, TOP_K),
         ),
-    ),
-]
+        SearchMode(
+            f"top-{TOP_K} tracklets (group_by_identity=False)",
+            lambda gallery, embedding, _features: gallery.search(
+                embedding, TOP_K, group_by_identity=False
+            ),
+        ),
+    ]
+
+
+#: Each factory gets the run's :class:`Context` (``context.model_path()`` is an exported model
+#: with its pair scorer, ``context.config`` the sizes) and returns the modes it wants timed; a
+#: pair re-scoring factory (K = 10/50/100 candidates re-scored with ``service.rescoring``) goes
+#: here, and its rows land next to plain search.
+SEARCH_MODE_FACTORIES: list[Callable[[Context], list[SearchMode]]] = [plain_search_modes]
+
 
 #: backend -> (module that must exist, location inside a scratch folder)
 BACKEND_LOCATIONS: dict[str, tuple[str, Callable[[Path], Path]]] = {
@@ -414,9 +425,10 @@ def measure_backend(
 
         features = _features_pool(config.seed + 1, data.queries.shape[1])
         queries = len(data.queries)
+        search_modes = [mode for factory in SEARCH_MODE_FACTORIES for mode in factory(context)]
         answers = [
             lambda i, mode=mode: mode.run(gallery, data.queries[i], features[i % FEATURE_POOL])
-            for mode in SEARCH_MODES
+            for mode in search_modes
         ]
         budget = config.gallery_budget_s
         t0 = time.perf_counter()
@@ -429,7 +441,7 @@ def measure_backend(
         if first * BURST <= budget:
             _burst(answers[0], queries, 1, budget)
         modes = []
-        for mode, answer in zip(SEARCH_MODES, answers, strict=True):
+        for mode, answer in zip(search_modes, answers, strict=True):
             one = _single(answer, queries, budget)
             burst = None
             if one.median * BURST <= budget:
