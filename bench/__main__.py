@@ -275,15 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         markdown, raw = write_report(out, info, parts, args.quick)
         print(f"wrote {markdown} and {raw}", file=sys.stderr)
-    if failed:
-        print(f"failed parts: {', '.join(failed)}", file=sys.stderr)
-        return 1
     elif args.part == "all":
         print(
             f"no report written (smoke mode); pass --out PATH to write one "
             f"(raw results go to {json_path_for(Path('PATH'))})",
             file=sys.stderr,
         )
+    if failed:
+        print(f"failed parts: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
