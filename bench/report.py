@@ -29,6 +29,7 @@ KEY_PACKAGES = (
     "onnxruntime-gpu",
     "faiss-cpu",
     "faiss-gpu",
+    "faiss-gpu-cu12",
     "numpy",
     "opencv-python-headless",
     "fastapi",
