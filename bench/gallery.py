@@ -9,10 +9,8 @@ report prints for it.
 Hooks for later rows:
 
 * ``SEARCH_MODE_FACTORIES``: the modes each factory returns are timed through the gallery
-  interface next to plain search. Pair re-scoring (re-ranking the K = 10/50/100 nearest
-  candidates with the joint attention) is one more factory: it gets the run's context (the
-  exported model and its pair scorer) and returns :class:`SearchMode` s whose function gets the
-  gallery and the query's embedding and per-step features.
+  interface: plain search, and pair re-scoring of the K = 10/50/100 nearest candidates with the
+  joint attention (``rerank_search_modes``).
 * ``BACKEND_LOCATIONS``: how each backend's location is made in the scratch folder. ``milvus``
   is measured exactly like ``faiss`` (``--backends faiss,milvus``) once
   ``service/milvus_gallery.py`` exists; until then it is skipped with a note.
@@ -246,11 +244,44 @@ def plain_search_modes(context: Context) -> list[SearchMode]:
     ]
 
 
+RERANK_CANDIDATES = (10, 50, 100)
+
+
+def rerank_search_modes(context: Context) -> list[SearchMode]:
+    """``/query`` with ``rerank`` = K: the K nearest tracklets, their stored features read
+    back, every (query, candidate) pair re-scored by the exported pair scorer (ONNX Runtime,
+    CPU, the service's code: ``service.rescoring``), then grouped to the top 10 identities."""
+    from model.card import card_path_for, load_card
+    from service.rescoring import PairScorer, rescore
+
+    path = context.model_path()
+    scorer = PairScorer(path, load_card(card_path_for(path)), use_cuda=False, intra_op_threads=0)
+
+    def mode(k: int) -> SearchMode:
+        def run(gallery: Any, embedding: np.ndarray, features: np.ndarray) -> object:
+            candidates = gallery.search(embedding, k, group_by_identity=False)
+            return rescore(
+                gallery,
+                scorer,
+                features,
+                candidates,
+                TOP_K,
+                group_by_identity=True,
+                max_distance=None,
+            )
+
+        return SearchMode(f"top-{TOP_K} after re-scoring {k} candidates (rerank={k})", run)
+
+    return [mode(k) for k in RERANK_CANDIDATES]
+
+
 #: Each factory gets the run's :class:`Context` (``context.model_path()`` is an exported model
-#: with its pair scorer, ``context.config`` the sizes) and returns the modes it wants timed; a
-#: pair re-scoring factory (K = 10/50/100 candidates re-scored with ``service.rescoring``) goes
-#: here, and its rows land next to plain search.
-SEARCH_MODE_FACTORIES: list[Callable[[Context], list[SearchMode]]] = [plain_search_modes]
+#: with its pair scorer, ``context.config`` the sizes) and returns the modes it wants timed; the
+#: rows land next to plain search.
+SEARCH_MODE_FACTORIES: list[Callable[[Context], list[SearchMode]]] = [
+    plain_search_modes,
+    rerank_search_modes,
+]
 
 
 #: backend -> (module that must exist, location inside a scratch folder)
