@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "training.evaluate",
     "training.ablation",
     "training.export",
+    "training.attention",
 )
 
 
