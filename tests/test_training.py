@@ -381,3 +381,12 @@ def test_rerank_reorders_the_top_k_and_keeps_the_rest_behind():
     out = rerank_distances(distmat, [np.ones((5, 2), np.float32)], features, 3, score)
     assert list(np.argsort(out[0], kind="stable")) == [1, 0, 4, 2, 3]
     assert seen == {"lengths": [4, 2, 3], "query": (5, 2)}
+
+
+def test_step_schedule_follows_the_iteration():
+    from training.train import TrainConfig, learning_rate
+
+    config = TrainConfig(dataset="synthetic", root=".", lr=1e-3, lr_steps=(10, 20), lr_gamma=0.1)
+    rates = [learning_rate(config, it) for it in (0, 9, 10, 19, 20, 500)]
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+    assert learning_rate(TrainConfig(dataset="synthetic", root="."), 10**6) == 1e-3

@@ -31,6 +31,7 @@ from training.evaluate import (
     add_dataset_arguments,
     add_embed_arguments,
     evaluate_sequences,
+    parse_int_list,
     parse_key_values,
     resolve_device,
     torch_embed_fn,
@@ -68,6 +69,8 @@ class TrainConfig:
     clip_length: int = CLIP_LENGTH
     # optimisation
     lr: float = 1e-3
+    lr_steps: tuple[int, ...] = ()  # iterations after which lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
     margin: float = 3.0
@@ -170,6 +173,11 @@ def _split_labels(split: Any) -> tuple[list[int], int]:
 def _config_record(config: TrainConfig) -> dict[str, Any]:
     record = asdict(config)
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in record.items()}
+
+
+def learning_rate(config: TrainConfig, iteration: int) -> float:
+    """The step schedule: ``lr`` times ``lr_gamma`` for every step in ``lr_steps`` passed."""
+    return config.lr * config.lr_gamma ** sum(iteration >= step for step in config.lr_steps)
 
 
 def train_model(config: TrainConfig) -> TrainResult:
@@ -357,6 +365,9 @@ def train_model(config: TrainConfig) -> TrainResult:
             i_p = ce(model.classify(pooled.v_p), torch.from_numpy(batch.probe_labels).to(device))
             i_g = ce(model.classify(pooled.v_g), torch.from_numpy(batch.gallery_labels).to(device))
             loss = e + i_p + i_g
+            # A function of the iteration, so a resumed run follows the same schedule.
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(config, iteration)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip == "value":
@@ -514,6 +525,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--clip-length", type=int, default=CLIP_LENGTH, help="consecutive frames per training clip"
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate")
+    parser.add_argument(
+        "--lr-steps",
+        type=parse_int_list,
+        default=(),
+        help="comma-separated iterations after which the learning rate is multiplied by "
+        "--lr-gamma (a step schedule; e.g. 10000: fine-tune at lr x 0.1 from there)",
+    )
+    parser.add_argument(
+        "--lr-gamma", type=float, default=0.1, help="factor applied at each --lr-steps"
+    )
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="SGD weight decay")
     parser.add_argument("--margin", type=float, default=3.0, help="hinge margin m (eq. 6)")
@@ -604,6 +625,8 @@ def _main(args: argparse.Namespace) -> int:
         batch_pairs=args.batch_pairs,
         clip_length=args.clip_length,
         lr=args.lr,
+        lr_steps=tuple(args.lr_steps),
+        lr_gamma=args.lr_gamma,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         margin=args.margin,
