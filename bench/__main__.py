@@ -61,6 +61,18 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _backend_max_sizes(text: str) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, size = item.partition("=")
+        if name not in BACKENDS or not size:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected BACKEND=SIZE with BACKEND one of {', '.join(BACKENDS)}"
+            )
+        limits[name] = _sizes(size)[0]
+    return limits
+
+
 def _sizes(text: str) -> list[int]:
     from bench.gallery import iter_sizes
 
@@ -151,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         "note when service/milvus_gallery.py is missing)",
     )
     common.add_argument(
+        "--backend-max-size",
+        type=_backend_max_sizes,
+        help="gallery: largest size measured on a backend, e.g. milvus=100k (Milvus Lite keeps "
+        "the collection in memory: ~18 GB at 1M); larger sizes are skipped with a note",
+    )
+    common.add_argument(
         "--queries",
         type=int,
         help="gallery: query embeddings per size for latency and recall (default 200)",
@@ -216,6 +234,7 @@ def make_config(args: argparse.Namespace, workdir: Path) -> BenchConfig:
         "encoder_shapes": args.shapes,
         "gallery_sizes": args.sizes,
         "backends": args.backends,
+        "backend_max_sizes": args.backend_max_size,
         "gallery_queries": args.queries,
         "gallery_budget_s": args.gallery_budget,
         "http_gallery_size": args.http_gallery_size,

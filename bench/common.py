@@ -37,6 +37,9 @@ class BenchConfig:
     # gallery
     gallery_sizes: Sequence[int] = FULL_GALLERY_SIZES
     backends: Sequence[str] = ("faiss",)
+    # Largest gallery measured per backend, e.g. {"milvus": 100_000}: Milvus Lite holds the
+    # whole collection in memory, more than a small machine has at 1M.
+    backend_max_sizes: dict[str, int] = field(default_factory=dict)
     gallery_queries: int = 200
     gallery_budget_s: float = 60.0  # per timed search measurement of one backend and size
     # http

@@ -695,6 +695,13 @@ def run(context: Context) -> PartResult:
             stats["exact_rank1_correct"],
         )
         for backend in backends:
+            limit = config.backend_max_sizes.get(backend)
+            if limit is not None and count > limit:
+                part.notes.append(
+                    f"Backend `{backend}` not measured at {count:,} tracklets "
+                    f"(--backend-max-size {backend}={limit:,})."
+                )
+                continue
             folder = root / f"{backend}-{count}"
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)

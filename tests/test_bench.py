@@ -168,7 +168,9 @@ def test_gallery_part_runs_on_milvus(tmp_path: Path) -> None:
             "--backends",
             "milvus",
             "--sizes",
-            "300",
+            "300,400",
+            "--backend-max-size",
+            "milvus=300",
             "--out",
             str(out),
         ],
@@ -181,7 +183,9 @@ def test_gallery_part_runs_on_milvus(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-6000:]
     raw = json.loads(out.with_suffix(".json").read_text())
     (backend,) = raw["parts"]["gallery"]["raw"]["backends"]
+    # 400 is above --backend-max-size: skipped, and the report says so.
     assert backend["backend"] == "milvus" and backend["tracklets"] == 300
+    assert any("not measured at 400" in note for note in raw["parts"]["gallery"]["notes"])
     assert 0.0 <= backend["recall_at_10"] <= 1.0
     assert backend["disk_bytes_per_tracklet"] > 0 and backend["load_s"] > 0
     for table in raw["parts"]["gallery"]["tables"]:
