@@ -295,7 +295,8 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 def run(context: Context) -> PartResult:
     from model.card import card_path_for, load_card
-    from service.gallery import ModelSignature, open_gallery
+    from service.backends import DEFAULT_BACKEND, open_gallery
+    from service.gallery import ModelSignature
     from service.settings import Settings
 
     config = context.config
@@ -309,10 +310,10 @@ def run(context: Context) -> PartResult:
     # Prefill through the gallery interface, where the service will look for it.
     data_dir = folder / "data"
     location = Settings(
-        data_dir=data_dir, model_path=model_path, gallery_backend="faiss"
+        data_dir=data_dir, model_path=model_path, gallery_backend=DEFAULT_BACKEND
     ).gallery_location()
     data = clustered_embeddings(config.http_gallery_size, 0, config.seed)
-    with open_gallery("faiss", location, signature) as gallery:
+    with open_gallery(DEFAULT_BACKEND, location, signature) as gallery:
         prefill_s = prefill(
             gallery, data, config.seed, progress=config.progress, desc="http prefill"
         )
@@ -340,7 +341,7 @@ def run(context: Context) -> PartResult:
     points = [(operation, users) for users in config.concurrency for operation in OPERATIONS]
     for batching in (True, False):
         env = {
-            "REID_GALLERY_BACKEND": "faiss",
+            "REID_GALLERY_BACKEND": DEFAULT_BACKEND,
             "REID_BATCHING": "true" if batching else "false",
             # Plain queries: re-scoring has its own rows (see the module's hook).
             "REID_RERANK": "0",

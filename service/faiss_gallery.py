@@ -34,12 +34,14 @@ from service.gallery import (
     Match,
     ModelSignature,
     SearchFilters,
+    StoredFeatures,
     TrackletExists,
     TrackletRecord,
     check_records,
     from_epoch_us,
     to_epoch_us,
 )
+from service.selection import select_nearest
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +89,6 @@ class _Live:
 
 def database_path(directory: str | Path) -> Path:
     return Path(directory) / DB_NAME
-
-
-def read_signature(directory: str | Path) -> ModelSignature | None:
-    """The signature recorded in the gallery at ``directory``; None when there is none."""
-    path = database_path(directory)
-    if not path.is_file():
-        return None
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        rows = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-    except sqlite3.OperationalError:
-        return None
-    finally:
-        connection.close()
-    if "model_version" not in rows:
-        return None
-    return ModelSignature(rows["model_version"], int(rows["embedding_size"]))
 
 
 def _time_clause(filters: SearchFilters) -> tuple[list[str], list[Any]]:
@@ -168,6 +153,22 @@ class FaissGallery(Gallery):
         log.info("gallery at %s: %s", self.directory, self.index_description)
 
     # ------------------------------------------------------------------------------ setup
+
+    @classmethod
+    def read_signature(cls, location: str | Path) -> ModelSignature | None:
+        path = database_path(location)
+        if not path.is_file():
+            return None
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.OperationalError:
+            return None
+        finally:
+            connection.close()
+        if "model_version" not in rows:
+            return None
+        return ModelSignature(rows["model_version"], int(rows["embedding_size"]))
 
     def _check_signature(self) -> None:
         with self._transaction():
@@ -379,8 +380,11 @@ class FaissGallery(Gallery):
             limit = None if max_distance is None else float(max_distance) ** 2
             while True:
                 distances, ids = index.search(query, k, params=params)
-                matches, exhausted = self._collect(
-                    distances[0], ids[0], top_k, group_by_identity, limit
+                matches, exhausted = select_nearest(
+                    self._ranked(distances[0], ids[0]),
+                    top_k,
+                    group_by_identity=group_by_identity,
+                    limit=limit,
                 )
                 if len(matches) >= top_k or k >= candidates or exhausted:
                     return matches
@@ -393,36 +397,16 @@ class FaissGallery(Gallery):
         ).fetchall()
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
-    def _collect(
-        self,
-        distances: np.ndarray,
-        ids: np.ndarray,
-        top_k: int,
-        group_by_identity: bool,
-        limit: float | None,
-    ) -> tuple[list[Match], bool]:
-        """Matches from one FAISS answer (nearest first), and whether a farther search could not
-        add any (the answer already reached past ``max_distance``)."""
-        matches: list[Match] = []
-        seen: set[str] = set()
+    def _ranked(self, distances: np.ndarray, ids: np.ndarray) -> Iterator[tuple[str, float, Match]]:
+        """One FAISS answer as (identity, squared distance, match), nearest first."""
         for squared, row_id in zip(distances, ids, strict=True):
             if row_id < 0:
-                break
-            if limit is not None and squared > limit:
-                return matches, True
+                return
             live = self._live.get(int(row_id))
-            if live is None:
-                continue
-            if group_by_identity:
-                if live.identity in seen:
-                    continue
-                seen.add(live.identity)
-            matches.append(
-                Match(live.tracklet_id, live.identity, live.camera, float(np.sqrt(max(squared, 0))))
-            )
-            if len(matches) == top_k:
-                break
-        return matches, False
+            if live is not None:
+                distance = float(np.sqrt(max(squared, 0)))
+                match = Match(live.tracklet_id, live.identity, live.camera, distance)
+                yield live.identity, squared, match
 
     # ----------------------------------------------------------------------------- reads
 
@@ -434,33 +418,19 @@ class FaissGallery(Gallery):
             ).fetchone()
         return None if row is None else _record(row)
 
-    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, StoredFeatures]:
         ids = list(dict.fromkeys(tracklet_ids))
-        found: dict[str, np.ndarray] = {}
+        found: dict[str, StoredFeatures] = {}
         with self._lock:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 rows = self._db.execute(
-                    "SELECT tracklet_id, feature_dim, features FROM tracklets "
+                    "SELECT tracklet_id, feature_dim, features, num_frames FROM tracklets "
                     f"WHERE tracklet_id IN ({', '.join('?' * len(chunk))})",
                     chunk,
                 )
-                for tracklet_id, dim, blob in rows:
-                    found[tracklet_id] = _features(blob, dim)
-        return found
-
-    def get_num_frames(self, tracklet_ids: Sequence[str]) -> dict[str, int]:
-        ids = list(dict.fromkeys(tracklet_ids))
-        found: dict[str, int] = {}
-        with self._lock:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                rows = self._db.execute(
-                    "SELECT tracklet_id, num_frames FROM tracklets "
-                    f"WHERE tracklet_id IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                )
-                found.update(dict(rows))
+                for tracklet_id, dim, blob, num_frames in rows:
+                    found[tracklet_id] = StoredFeatures(_features(blob, dim), int(num_frames))
         return found
 
     def get_identity(self, identity: str) -> list[TrackletRecord]:

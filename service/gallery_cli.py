@@ -23,19 +23,15 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
-from service.gallery import (
-    Gallery,
-    GalleryError,
-    ModelSignature,
-    TrackletExists,
-    open_gallery,
-    read_signature,
-)
+from service.backends import BACKENDS, open_gallery, read_signature
+from service.gallery import Gallery, GalleryError, ModelSignature, TrackletExists
 
-BACKENDS = ("faiss", "milvus")
+#: ``faiss:DIR or milvus:URI``
+SPEC_FORMS = " or ".join(f"{b.name}:{b.location_kind}" for b in BACKENDS.values())
 
 
 class CliError(Exception):
@@ -51,13 +47,17 @@ class Spec:
         return f"{self.backend}:{self.location}"
 
 
+_EXAMPLES = ", ".join(
+    f"{b.name}:./{b.default_location(Path('reid-data'))}" for b in BACKENDS.values()
+)
+
+
 def parse_spec(text: str) -> Spec:
     """``BACKEND:LOCATION`` (split at the first colon, so URIs keep theirs)."""
     backend, sep, location = text.partition(":")
     if not sep or backend not in BACKENDS or not location:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a gallery SPEC: write faiss:DIR or milvus:URI (e.g. "
-            "faiss:./reid-data/gallery, milvus:./reid-data/milvus.db, "
+            f"{text!r} is not a gallery SPEC: write {SPEC_FORMS} (e.g. {_EXAMPLES}, "
             "milvus:http://localhost:19530)"
         )
     return Spec(backend, location)

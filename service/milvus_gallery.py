@@ -80,12 +80,14 @@ from service.gallery import (
     Match,
     ModelSignature,
     SearchFilters,
+    StoredFeatures,
     TrackletExists,
     TrackletRecord,
     check_records,
     from_epoch_us,
     to_epoch_us,
 )
+from service.selection import select_nearest
 
 log = logging.getLogger(__name__)
 
@@ -253,35 +255,6 @@ def _signature_from(properties: dict[str, Any]) -> ModelSignature | None:
     return ModelSignature(properties[PROP_MODEL_VERSION], int(properties[PROP_EMBEDDING_SIZE]))
 
 
-def read_signature(uri: str, collection: str = DEFAULT_COLLECTION) -> ModelSignature | None:
-    """The signature of the gallery at ``uri``; None when there is none. Creates nothing (a
-    missing Milvus Lite path is not created), writes nothing."""
-    lite_path = None if is_server_uri(uri) else _lite_path(uri)
-    if lite_path is not None:
-        if not os.path.exists(lite_path):
-            return None
-        _LITE_SERVERS.acquire(lite_path)
-    try:
-        client = _connect(uri)
-        try:
-            with _milvus_errors(f"reading the gallery at {redact(uri)}"):
-                if not client.has_collection(collection):
-                    return None
-                properties = client.describe_collection(collection).get("properties", {})
-        finally:
-            client.close()
-    finally:
-        if lite_path is not None:
-            _LITE_SERVERS.release(lite_path)
-    signature = _signature_from(properties)
-    if signature is None:
-        raise GalleryError(
-            f"the Milvus collection {collection!r} at {redact(uri)} was not created by astpn-reid "
-            "(it has no model signature): use another collection or database"
-        )
-    return signature
-
-
 # -------------------------------------------------------------------------------- encoding
 
 
@@ -431,7 +404,13 @@ class _Hit:
     tracklet_id: str
     identity: str
     camera: str | None
-    squared: float
+    squared: float  # Milvus's L2 is the squared distance
+
+
+def _ranked(hits: Sequence[_Hit]) -> Iterator[tuple[str, float, Match]]:
+    for hit in hits:
+        distance = float(np.sqrt(max(hit.squared, 0.0)))
+        yield hit.identity, hit.squared, Match(hit.tracklet_id, hit.identity, hit.camera, distance)
 
 
 class MilvusGallery(Gallery):
@@ -475,6 +454,37 @@ class MilvusGallery(Gallery):
         log.info("gallery at %s: %s", redact(self.uri), self.index_description)
 
     # ------------------------------------------------------------------------------ setup
+
+    @classmethod
+    def read_signature(
+        cls, location: str, collection: str = DEFAULT_COLLECTION
+    ) -> ModelSignature | None:
+        """The signature of the gallery at ``location``; None when there is none. Creates
+        nothing (a missing Milvus Lite path is not created), writes nothing."""
+        lite_path = None if is_server_uri(location) else _lite_path(location)
+        if lite_path is not None:
+            if not os.path.exists(lite_path):
+                return None
+            _LITE_SERVERS.acquire(lite_path)
+        try:
+            client = _connect(location)
+            try:
+                with _milvus_errors(f"reading the gallery at {redact(location)}"):
+                    if not client.has_collection(collection):
+                        return None
+                    properties = client.describe_collection(collection).get("properties", {})
+            finally:
+                client.close()
+        finally:
+            if lite_path is not None:
+                _LITE_SERVERS.release(lite_path)
+        signature = _signature_from(properties)
+        if signature is None:
+            raise GalleryError(
+                f"the Milvus collection {collection!r} at {redact(location)} was not created by "
+                "astpn-reid (it has no model signature): use another collection or database"
+            )
+        return signature
 
     def _open_collection(self, index_type: str | None) -> None:
         if not self._client.has_collection(self.collection):
@@ -687,7 +697,8 @@ class MilvusGallery(Gallery):
         vector = query.tolist()
         with self._read_lock, _milvus_errors("searching the gallery"):
             if not group_by_identity:
-                return self._matches(self._ann(vector, top_k, expression), top_k, limit, None)
+                hits = self._ann(vector, top_k, expression)
+                return select_nearest(_ranked(hits), top_k, group_by_identity=False, limit=limit)[0]
             return self._grouped(vector, top_k, expression, limit)
 
     def _grouped(
@@ -706,31 +717,11 @@ class MilvusGallery(Gallery):
             k = min(MAX_SEARCH_LIMIT, max(4 * missing, 32))
             excluded = f"identity not in {_string_list(sorted(seen))}" if seen else None
             hits = self._ann(vector, k, _and(expression, excluded) or None)
-            new = self._matches(hits, missing, limit, seen)
+            new, reached_limit = select_nearest(
+                _ranked(hits), missing, group_by_identity=True, limit=limit, seen=seen
+            )
             matches.extend(new)
-            reached_limit = limit is not None and any(hit.squared > limit for hit in hits)
             if len(hits) < k or reached_limit or not new:
-                break
-        return matches
-
-    @staticmethod
-    def _matches(
-        hits: list[_Hit], top_k: int, limit: float | None, seen: set[str] | None
-    ) -> list[Match]:
-        """Matches from hits ordered nearest first; ``seen`` (grouping) keeps one per identity
-        and is updated."""
-        matches: list[Match] = []
-        for hit in hits:
-            if limit is not None and hit.squared > limit:
-                break
-            if seen is not None:
-                if hit.identity in seen:
-                    continue
-                seen.add(hit.identity)
-            # Milvus's L2 is the squared distance.
-            distance = float(np.sqrt(max(hit.squared, 0.0)))
-            matches.append(Match(hit.tracklet_id, hit.identity, hit.camera, distance))
-            if len(matches) == top_k:
                 break
         return matches
 
@@ -803,36 +794,23 @@ class MilvusGallery(Gallery):
             )
         return _record(rows[0]) if rows else None
 
-    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, StoredFeatures]:
         ids = list(dict.fromkeys(tracklet_ids))
-        found: dict[str, np.ndarray] = {}
+        found: dict[str, StoredFeatures] = {}
         with self._read_lock, _milvus_errors("reading features"):
             for start in range(0, len(ids), ID_BATCH):
                 rows = self._client.get(
                     self.collection,
                     ids=ids[start : start + ID_BATCH],
-                    output_fields=["tracklet_id", "feature_dim", "features"],
+                    output_fields=["tracklet_id", "feature_dim", "features", "num_frames"],
                     consistency_level="Strong",
                 )
                 for row in rows:
                     features = _from_blob(row["features"], "<f2")
-                    found[row["tracklet_id"]] = features.reshape(
-                        -1, int(row["feature_dim"])
-                    ).astype(np.float32)
-        return found
-
-    def get_num_frames(self, tracklet_ids: Sequence[str]) -> dict[str, int]:
-        ids = list(dict.fromkeys(tracklet_ids))
-        found: dict[str, int] = {}
-        with self._read_lock, _milvus_errors("reading frame counts"):
-            for start in range(0, len(ids), ID_BATCH):
-                rows = self._client.get(
-                    self.collection,
-                    ids=ids[start : start + ID_BATCH],
-                    output_fields=["tracklet_id", "num_frames"],
-                    consistency_level="Strong",
-                )
-                found.update((row["tracklet_id"], int(row["num_frames"])) for row in rows)
+                    found[row["tracklet_id"]] = StoredFeatures(
+                        features.reshape(-1, int(row["feature_dim"])).astype(np.float32),
+                        int(row["num_frames"]),
+                    )
         return found
 
     def get_identity(self, identity: str) -> list[TrackletRecord]:

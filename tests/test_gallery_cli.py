@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from test_gallery_contract import SIGNATURE, T0, make_record, random_records
 
-from service.gallery import ModelSignature, TrackletRecord, open_gallery
+from service.backends import open_gallery
+from service.gallery import ModelSignature, TrackletRecord
 from service.gallery_cli import main
 
 

@@ -15,11 +15,13 @@ from service_fixtures import encode, person_frames
 
 from model.card import pair_scorer_path_for
 from model.preprocessing import prepare_tracklet
-from service.api import StartupError, create_app
+from service.api import create_app
+from service.backends import open_gallery
 from service.batching import MicroBatcher
 from service.encoder import Encoder, ModelLoadError, spread_attention, subsample_indices
 from service.frames import EncodedFrame, FrameLimits, image_size, natural_key, sniff_format
-from service.gallery import ModelSignature, open_gallery
+from service.gallery import ModelSignature
+from service.runtime import StartupError
 from service.schemas import ApiError
 from service.security import ApiKeys, Scope
 from service.settings import DEFAULT_MODEL_PATH, Settings
