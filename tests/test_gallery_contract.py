@@ -566,6 +566,8 @@ def test_another_model_is_refused(backend: str, own_location: str) -> None:
 def test_milvus_add_that_fails_half_way_is_rolled_back(
     shared_lite: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pymilvus import MilvusException
+
     import service.milvus_gallery as milvus_gallery
 
     gallery = MilvusGallery(shared_lite, SIGNATURE, collection=f"c_{uuid.uuid4().hex}")
@@ -579,7 +581,7 @@ def test_milvus_add_that_fails_half_way_is_rolled_back(
         def failing_insert(*args, **kwargs):
             calls.append(1)
             if len(calls) == 3:
-                raise milvus_gallery.MilvusException(message="injected failure")
+                raise MilvusException(message="injected failure")
             return real_insert(*args, **kwargs)
 
         monkeypatch.setattr(gallery._client, "insert", failing_insert)
@@ -666,7 +668,7 @@ def test_milvus_gallery_interrupted_while_being_created_opens(
 
 
 def test_milvus_credentials_never_reach_messages() -> None:
-    from service.milvus_gallery import redact
+    from service.milvus_client import redact
 
     assert redact("http://user:secret@milvus:19530/reid") == "http://***@milvus:19530/reid"
     assert redact("https://tok3n@milvus") == "https://***@milvus"
