@@ -7,7 +7,6 @@ structure and sanity (positive finite numbers, recalls in [0, 1]), never speed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -16,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from service_fixtures import requires_milvus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,10 +152,9 @@ def test_help_explains_every_option() -> None:
         assert option in result.stdout
 
 
+@requires_milvus
 def test_gallery_part_runs_on_milvus(tmp_path: Path) -> None:
     """The same gallery measurements through Milvus Lite (``--backends milvus``)."""
-    if importlib.util.find_spec("service.milvus_gallery") is None:
-        pytest.skip("service/milvus_gallery.py is not in this checkout")
     out = tmp_path / "gallery.md"
     result = subprocess.run(
         [

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from service_fixtures import MILVUS_MISSING, requires_milvus
 
 from service.backends import read_signature
 from service.faiss_gallery import FaissGallery
@@ -36,7 +37,9 @@ from service.gallery import (
     TrackletExists,
     TrackletRecord,
 )
-from service.milvus_gallery import MilvusGallery
+
+if MILVUS_MISSING is None:
+    from service.milvus_gallery import MilvusGallery
 
 DIM = 8
 FEATURES = 6
@@ -130,7 +133,7 @@ def shared_lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     keeper.close()
 
 
-@pytest.fixture(params=["faiss", "milvus"])
+@pytest.fixture(params=["faiss", pytest.param("milvus", marks=requires_milvus)])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -563,6 +566,7 @@ def test_another_model_is_refused(backend: str, own_location: str) -> None:
 # ---------------------------------------------------------------------------- milvus only
 
 
+@requires_milvus
 def test_milvus_add_that_fails_half_way_is_rolled_back(
     shared_lite: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -596,6 +600,7 @@ def test_milvus_add_that_fails_half_way_is_rolled_back(
         gallery.close()
 
 
+@requires_milvus
 def test_milvus_hnsw_index_answers_like_brute_force(shared_lite: str) -> None:
     # The server's default index, run here on Milvus Lite: small enough to be exact.
     gallery = MilvusGallery(
@@ -613,6 +618,7 @@ def test_milvus_hnsw_index_answers_like_brute_force(shared_lite: str) -> None:
         gallery.close()
 
 
+@requires_milvus
 def test_milvus_server_reads_page_through_the_query_iterator(shared_lite: str) -> None:
     # A server caps one query at 16384 rows, so there every scan pages through pymilvus's
     # query iterator; Milvus Lite serves it too (logging that it lacks a timestamp service).
@@ -641,6 +647,7 @@ def test_milvus_server_reads_page_through_the_query_iterator(shared_lite: str) -
         gallery.close()
 
 
+@requires_milvus
 def test_milvus_gallery_interrupted_while_being_created_opens(
     shared_lite: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -667,6 +674,7 @@ def test_milvus_gallery_interrupted_while_being_created_opens(
         gallery.close()
 
 
+@requires_milvus
 def test_milvus_credentials_never_reach_messages() -> None:
     from service.milvus_client import redact
 
@@ -676,6 +684,7 @@ def test_milvus_credentials_never_reach_messages() -> None:
     assert redact("./data/milvus.db") == "./data/milvus.db"
 
 
+@requires_milvus
 def test_milvus_location_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.db"):
         MilvusGallery(str(tmp_path / "gallery"), SIGNATURE)
@@ -687,8 +696,7 @@ _HOLDER = textwrap.dedent(
     import sys, numpy as np
     sys.path.insert(0, {root!r})
     from service.gallery import ModelSignature, TrackletRecord
-    from service.milvus_gallery import MilvusGallery
-    gallery = MilvusGallery({uri!r}, ModelSignature("contract-1", {dim}))
+        gallery = MilvusGallery({uri!r}, ModelSignature("contract-1", {dim}))
     for i in range(3):
         gallery.add([TrackletRecord(f"k{{i}}", "killed", np.full({dim}, i, np.float32),
                                     np.ones((2, 3), np.float32), np.ones(2, np.float32))])
@@ -699,6 +707,7 @@ _HOLDER = textwrap.dedent(
 )
 
 
+@requires_milvus
 def test_milvus_lite_acknowledged_adds_survive_a_killed_process(tmp_path: Path) -> None:
     uri = str(tmp_path / "killed.db")
     holder = subprocess.Popen(
