@@ -9,9 +9,12 @@ tracklet from very different ones.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import shutil
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -20,7 +23,10 @@ import numpy as np
 import pytest
 
 import bench.server
+from model.card import CardError, card_path_for, load_card, verify_card
 from service.backends import get_backend
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Why the Milvus backend cannot run here (its extra is not installed), or None. CI installs
 #: ``.[train,dev]``, and ``dev`` pulls the ``milvus`` extra, so there these tests always run.
@@ -66,9 +72,38 @@ def export_random_model(directory: Path, version: str = "test-1", seed: int = 0)
     return path
 
 
+def _export_key() -> str:
+    """What the exported model depends on: the code of model/ and training/ and the versions
+    of the exporting libraries."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "model").rglob("*.py")) + sorted((ROOT / "training").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    for package in ("torch", "onnx", "onnxscript", "onnxruntime"):
+        digest.update(f"{package}={metadata.version(package)}".encode())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_random_model(tmp_path_factory.mktemp("model"))
+def exported_model(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The random model, exported once per version of the code that makes it: kept in
+    pytest's cache (.pytest_cache), so the next run skips the export (about 10 s of torch).
+    A cached model whose card no longer vouches for it is exported again; CI starts clean."""
+    cache = request.config.cache
+    if cache is None:  # -p no:cacheprovider
+        return export_random_model(tmp_path_factory.mktemp("model"))
+    folder = cache.mkdir(f"exported-model-{_export_key()}")
+    path = folder / "astpn-random.onnx"
+    try:
+        verify_card(load_card(card_path_for(path)), path)
+        return path
+    except (OSError, CardError):
+        pass
+    fresh = export_random_model(tmp_path_factory.mktemp("model"))
+    for item in sorted(fresh.parent.iterdir(), key=lambda p: p.suffix == ".json"):
+        shutil.copyfile(item, folder / item.name)  # the card last: it marks the copy complete
+    return path
 
 
 # ------------------------------------------------------------------------------ the server

@@ -55,6 +55,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     return out.read_text(), raw
 
 
+@pytest.mark.slow
 def test_report_has_machine_header_and_command(report: tuple[str, dict]) -> None:
     markdown, raw = report
     for row in MACHINE_ROWS:
@@ -66,6 +67,7 @@ def test_report_has_machine_header_and_command(report: tuple[str, dict]) -> None
     assert raw["quick"] is True
 
 
+@pytest.mark.slow
 def test_report_holds_every_table_with_numbers(report: tuple[str, dict]) -> None:
     markdown, raw = report
     tables = {t["title"]: t for part in raw["parts"].values() for t in part["tables"]}
@@ -98,6 +100,7 @@ def _check_value(table: str, column: str, value: object) -> None:
         assert value > 0, where
 
 
+@pytest.mark.slow
 def test_numbers_are_sane(report: tuple[str, dict]) -> None:
     _, raw = report
     for part in raw["parts"].values():
@@ -108,6 +111,7 @@ def test_numbers_are_sane(report: tuple[str, dict]) -> None:
                     _check_value(table["title"], column, value)
 
 
+@pytest.mark.slow
 def test_http_requests_succeeded_and_server_stopped(report: tuple[str, dict]) -> None:
     _, raw = report
     points = raw["parts"]["http"]["raw"]["points"]
@@ -152,6 +156,7 @@ def test_help_explains_every_option() -> None:
         assert option in result.stdout
 
 
+@pytest.mark.slow
 @requires_milvus
 def test_gallery_part_runs_on_milvus(tmp_path: Path) -> None:
     """The same gallery measurements through Milvus Lite (``--backends milvus``)."""

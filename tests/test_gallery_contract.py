@@ -696,7 +696,8 @@ _HOLDER = textwrap.dedent(
     import sys, numpy as np
     sys.path.insert(0, {root!r})
     from service.gallery import ModelSignature, TrackletRecord
-        gallery = MilvusGallery({uri!r}, ModelSignature("contract-1", {dim}))
+    from service.milvus_gallery import MilvusGallery
+    gallery = MilvusGallery({uri!r}, ModelSignature("contract-1", {dim}))
     for i in range(3):
         gallery.add([TrackletRecord(f"k{{i}}", "killed", np.full({dim}, i, np.float32),
                                     np.ones((2, 3), np.float32), np.ones(2, np.float32))])

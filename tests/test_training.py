@@ -250,6 +250,7 @@ def _config(root: Path, **overrides):
     return TrainConfig(**settings)
 
 
+@pytest.mark.slow
 def test_training_loss_falls(tiny_root, tmp_path):
     from training.train import train_model
 
@@ -267,6 +268,7 @@ def test_training_loss_falls(tiny_root, tmp_path):
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_at_saved_iteration_with_identical_updates(tiny_root, tmp_path):
     from training.train import train_model
 
@@ -301,6 +303,7 @@ def test_pair_loss_follows_equation_6():
     assert unsquared.tolist() == pytest.approx([2**0.5, 2.0, 0.0])
 
 
+@pytest.mark.slow
 def test_train_validate_export_and_evaluate_checkpoint_and_onnx(tiny_root, tmp_path):
     from training.evaluate import EvalConfig, evaluate_runs
     from training.train import train_model
