@@ -53,6 +53,7 @@ from service.gallery import (
     TrackletRecord,
     check_records,
     from_epoch_us,
+    query_vector,
 )
 from service.selection import select_nearest
 
@@ -269,12 +270,7 @@ class FaissGallery(Gallery):
         group_by_identity: bool = True,
         max_distance: float | None = None,
     ) -> list[Match]:
-        query = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
-        if query.shape[1] != self.signature.embedding_size:
-            raise ValueError(
-                f"the query embedding has {query.shape[1]} values; the gallery stores "
-                f"{self.signature.embedding_size}"
-            )
+        query = query_vector(embedding, self.signature).reshape(1, -1)
         if top_k < 1:
             return []
         filtering = is_filtering(filters)

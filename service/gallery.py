@@ -214,6 +214,17 @@ def from_epoch_us(value: int | None) -> datetime | None:
     return _EPOCH + timedelta(microseconds=int(value))
 
 
+def query_vector(embedding: np.ndarray, signature: ModelSignature) -> np.ndarray:
+    """A search's embedding as float32 (D,), refused when its size is not the gallery's."""
+    query = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    if query.shape[0] != signature.embedding_size:
+        raise ValueError(
+            f"the query embedding has {query.shape[0]} values; the gallery stores "
+            f"{signature.embedding_size}"
+        )
+    return query
+
+
 def check_records(records: Sequence[TrackletRecord], signature: ModelSignature) -> None:
     """Refuse a batch a backend must not store, before anything is written: wrong shapes or
     non-finite numbers (:class:`ValueError`) and ids repeated inside the batch

@@ -54,6 +54,7 @@ from service.gallery import (
     TrackletExists,
     TrackletRecord,
     check_records,
+    query_vector,
 )
 from service.milvus_client import (
     is_server_uri,
@@ -301,12 +302,7 @@ class MilvusGallery(Gallery):
         group_by_identity: bool = True,
         max_distance: float | None = None,
     ) -> list[Match]:
-        query = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self.signature.embedding_size:
-            raise ValueError(
-                f"the query embedding has {query.shape[0]} values; the gallery stores "
-                f"{self.signature.embedding_size}"
-            )
+        query = query_vector(embedding, self.signature)
         if top_k < 1:
             return []
         if not group_by_identity and top_k > MAX_SEARCH_LIMIT:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
@@ -14,7 +15,7 @@ from service.encoder import Embedded
 from service.gallery import Match, SearchFilters
 from service.openapi import body_doc, multipart_schema
 from service.request_input import ms, prepare, read_frames_input
-from service.rescoring import rescore
+from service.rescoring import RescoredMatch, rescore
 from service.runtime import Runtime
 from service.schemas import ApiError, MatchOut, QueryFields, QueryJson, QueryResponse, Timings
 from service.settings import Settings
@@ -72,18 +73,17 @@ def _search(runtime: Runtime, embedded: Embedded, fields: QueryFields, rerank: i
     )
 
 
-def _plain_matches(matches: list[Match]) -> list[MatchOut]:
-    return [
-        MatchOut(
-            rank=rank,
-            identity=match.identity,
-            tracklet_id=match.tracklet_id,
-            camera=match.camera,
-            distance=float(match.distance),
-            score=score(float(match.distance)),
-        )
-        for rank, match in enumerate(matches, start=1)
-    ]
+def _match_out(rank: int, match: Match | RescoredMatch, **rescored: Any) -> MatchOut:
+    distance = float(match.distance)
+    return MatchOut(
+        rank=rank,
+        identity=match.identity,
+        tracklet_id=match.tracklet_id,
+        camera=match.camera,
+        distance=distance,
+        score=score(distance),
+        **rescored,
+    )
 
 
 def _rescored_matches(
@@ -101,13 +101,9 @@ def _rescored_matches(
         max_distance=fields.max_distance,
     )
     return [
-        MatchOut(
-            rank=rank,
-            identity=match.identity,
-            tracklet_id=match.tracklet_id,
-            camera=match.camera,
-            distance=match.distance,
-            score=score(match.distance),
+        _match_out(
+            rank,
+            match,
             index_distance=match.index_distance,
             attention=[float(w) for w in match.candidate_attention],
             query_attention=[float(w) for w in match.query_attention],
@@ -148,7 +144,7 @@ async def query(
         answer = functools.partial(_rescored_matches, runtime, embedded, matches, fields)
         out = await anyio.to_thread.run_sync(answer)
     else:
-        out = _plain_matches(matches)
+        out = [_match_out(rank, match) for rank, match in enumerate(matches, start=1)]
     end = time.perf_counter()
     return QueryResponse(
         matches=out,
