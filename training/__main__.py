@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "training.ablation",
     "training.export",
     "training.attention",
+    "training.pretrained",
 )
 
 
