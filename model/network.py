@@ -277,8 +277,12 @@ class ASTPN(nn.Module):
 
     # ------------------------------------------------------------------ one branch
 
-    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, 5, H, W) -> (B, T, N): the per-frame terms U r_t (before the recurrence)."""
+    def frame_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, 5, H, W) -> (B, T, N): the per-frame terms U r_t (before the recurrence).
+
+        With a (B, T) ``mask`` only the real frames go through the CNN and padded steps get
+        zeros: padding then costs nothing and cannot shift batch-normalisation statistics.
+        """
         expected = (INPUT_CHANNELS, *self.input_spec.crop_size)
         if x.dim() != 5 or tuple(x.shape[2:]) != expected:
             raise ValueError(
@@ -287,15 +291,20 @@ class ASTPN(nn.Module):
             )
         b, t = x.shape[0], x.shape[1]
         frames = x.reshape(b * t, *x.shape[2:])
+        real = None if mask is None else mask.reshape(b * t)
+        if real is not None:
+            frames = frames[real]
         if self.input_mean is not None:
             frames = (frames - self.input_mean) * self.input_scale
-        r = self.spatial(self.conv(frames))
-        u = self.input_layer(self.feature_dropout(r))
+        u = self.input_layer(self.feature_dropout(self.spatial(self.conv(frames))))
+        if real is not None:
+            u = u.new_zeros(b * t, self.feature_dim).index_put((real,), u)
         return u.reshape(b, t, self.feature_dim)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, 5, 56, 40) -> (B, T, N): the recurrent outputs o_t (the rows of P or G)."""
-        return self.recurrent(self.frame_features(x))
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, 5, H, W) -> (B, T, N): the recurrent outputs o_t (the rows of P or G).
+        ``mask``: see :meth:`frame_features` (padding must follow the real frames)."""
+        return self.recurrent(self.frame_features(x, mask))
 
     # ------------------------------------------------------------------ pooling
 

@@ -77,7 +77,7 @@ FLOW_REGULARISER = (1.0 / 255.0) ** 2
 
 # BT.601 luma weights; U and V are scaled colour differences. They are computed from differences
 # of R, G, B (see _rgb_to_yuv) so that grey pixels give exactly U = V = 0.
-_LUMA = (0.299, 0.587, 0.114)
+LUMA = (0.299, 0.587, 0.114)
 _U_SCALE = 0.492
 _V_SCALE = 0.877
 
@@ -117,7 +117,7 @@ def _colour_record(spec: InputSpec) -> dict[str, Any]:
     return {
         "colour_space": {
             "name": "YUV BT.601",
-            "luma": list(_LUMA),
+            "luma": list(LUMA),
             "u_scale": _U_SCALE,
             "v_scale": _V_SCALE,
         },
@@ -195,7 +195,9 @@ class InputSpec:
             raise ValueError(f"unknown colour channels {channels[:3]}")
         spec = cls(record.get("frame_size"), record.get("crop_size"), colour, flow)
         expected = spec.config()
-        differing = sorted(k for k in set(expected) | set(record) if expected.get(k) != record.get(k))
+        differing = sorted(
+            k for k in set(expected) | set(record) if expected.get(k) != record.get(k)
+        )
         if differing:
             raise ValueError(
                 f"preprocessing version {record.get('version')!r} is not what this code runs "
@@ -267,7 +269,7 @@ def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) RGB -> (..., 3) YUV, BT.601 (as Torch's image.rgb2yuv), U and V centred on 0."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    wr, wg, wb = _LUMA
+    wr, wg, wb = LUMA
     y = wr * r + wg * g + wb * b
     # B - Y and R - Y written as differences so that R = G = B gives exactly 0 (no rounding noise
     # that normalisation would otherwise amplify for grey input).
@@ -399,7 +401,7 @@ def lucas_kanade_flow(
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
-    wr, wg, wb = _LUMA
+    wr, wg, wb = LUMA
     return np.ascontiguousarray(wr * rgb[..., 0] + wg * rgb[..., 1] + wb * rgb[..., 2])
 
 
@@ -419,9 +421,7 @@ def _flow(luma: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
     return np.stack(resized).reshape(t, 2, h, w)
 
 
-def preprocess_frames(
-    frames: Sequence[np.ndarray], spec: InputSpec = PAPER_INPUT
-) -> np.ndarray:
+def preprocess_frames(frames: Sequence[np.ndarray], spec: InputSpec = PAPER_INPUT) -> np.ndarray:
     """RGB/grey/RGBA uint8 (or float in [0, 1]) frames of any size, in tracklet order ->
     float32 (T, 5, H, W) at the spec's frame size: three colour channels, flow_x, flow_y.
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.preprocessing import prepare_tracklet
+from model.preprocessing import InputSpec, prepare_tracklet
 from service.batching import MicroBatcher
 from service.encoder import (
     Embedded,
@@ -294,7 +294,7 @@ async def _read_frames_input(
 
 
 def _decode_and_prepare(
-    source: list[str] | list[EncodedFrame] | bytes, limits: FrameLimits
+    source: list[str] | list[EncodedFrame] | bytes, limits: FrameLimits, spec: InputSpec
 ) -> PreparedTracklet:
     """Runs in a worker thread: base64/zip -> images -> the network's input."""
     start = time.perf_counter()
@@ -307,7 +307,7 @@ def _decode_and_prepare(
     images = decode_frames(encoded, limits)
     decoded = time.perf_counter()
     try:
-        tracklet = prepare_tracklet(images)
+        tracklet = prepare_tracklet(images, spec)
     except Exception as exc:
         # Preprocessing only ever sees images that decoded; if it still fails, the cause is in
         # those images, so the client hears about it (and the server log has the trace).
@@ -595,7 +595,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def prepare(runtime: Runtime, source: list[str] | list[EncodedFrame] | bytes):
         return await anyio.to_thread.run_sync(
-            _decode_and_prepare, source, limits, limiter=runtime.decode_limiter
+            _decode_and_prepare,
+            source,
+            limits,
+            runtime.encoder.spec,
+            limiter=runtime.decode_limiter,
         )
 
     def count_embedding(embedded: Embedded, role: str) -> None:

@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "training.export",
     "training.attention",
     "training.pretrained",
+    "training.color_baseline",
 )
 
 

