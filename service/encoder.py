@@ -1,11 +1,12 @@
 """Preprocessed tracklets -> embeddings, through ONNX Runtime (never torch).
 
-The exported model (see docs/architecture.md) takes ``frames`` (B, T, 5, 56, 40) and gives both
+The exported model (see docs/architecture.md) takes ``frames`` (B, T, 5, H, W) and gives both
 self-pairing embeddings; the model card's ``roles`` says which one enrolment uses (``gallery``)
-and which one queries use (``probe``). The card is checked before the model is trusted: a missing
-card, an ONNX file whose sha256 differs from the card's, or a card whose preprocessing differs
-from the running :func:`model.preprocessing.preprocessing_config` is refused, because every one of
-those would silently give wrong distances.
+and which one queries use (``probe``), and its ``preprocessing`` record is the input spec
+(:class:`model.preprocessing.InputSpec`) the service prepares frames with (``Encoder.spec``). The
+card is checked before the model is trusted: a missing card, an ONNX file whose sha256 differs
+from the card's, or a card whose preprocessing this code does not reproduce exactly is refused,
+because every one of those would silently give wrong distances.
 
 Long tracklets are evenly subsampled to ``max_embedded_frames`` before the network sees them
 (after preprocessing, so optical flow is still computed between consecutive uploaded frames, as in
@@ -34,10 +35,10 @@ from model.card import (
     CardError,
     PreprocessingMismatch,
     card_path_for,
+    input_spec_of,
     load_card,
     verify_card,
 )
-from model.preprocessing import CHANNELS, CROP_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ class Encoder:
         self.version = str(self.card["version"])
         self.variant = self.card.get("variant")
         self.embedding_size = int(self.card["embedding_size"])
+        #: How uploaded frames become this model's input (checked by verify_card above).
+        self.spec = input_spec_of(self.card)
         # load_card has checked that each role names "probe" or "gallery".
         self.roles: dict[str, str] = {role: str(self.card["roles"][role]) for role in ROLE_NAMES}
         self.available_providers = list(ort.get_available_providers())
@@ -200,7 +203,8 @@ class Encoder:
         return min(length, self.max_embedded_frames)
 
     def embed(self, tracklets: Sequence[np.ndarray], role: str | Sequence[str]) -> list[Embedded]:
-        """Preprocessed tracklets (each float32 (T, 5, 56, 40)) -> one :class:`Embedded` each.
+        """Preprocessed tracklets (each float32 (T, 5, *spec.crop_size)) -> one
+        :class:`Embedded` each.
 
         ``role`` is ``"enroll"`` or ``"query"`` (one for all, or one per tracklet). Tracklets of
         equal embedded length share one ONNX Runtime call; different lengths run separately,
@@ -214,7 +218,7 @@ class Encoder:
                 raise ValueError(f"unknown role {item!r}: use one of {ROLE_NAMES}")
         indices = []
         for x in tracklets:
-            expected = (len(CHANNELS), *CROP_SIZE)
+            expected = (len(self.spec.channels), *self.spec.crop_size)
             if x.ndim != 4 or x.shape[1:] != expected or x.shape[0] == 0:
                 raise ValueError(
                     f"expected a (T, {', '.join(map(str, expected))}) array, got {x.shape}"

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from model.preprocessing import prepare_tracklet
+from model.preprocessing import InputSpec, prepare_tracklet
 from service.frames import (
     EncodedFrame,
     FrameLimits,
@@ -32,6 +32,7 @@ from service.frames import (
     decode_frames,
     read_zip,
 )
+from service.runtime import Runtime
 from service.schemas import ApiError
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,11 @@ def _split_form(form: FormData) -> tuple[dict[str, str], list[UploadFile], Uploa
     return values, uploads, archive
 
 
-def decode_and_prepare(source: FrameSource, limits: FrameLimits) -> PreparedTracklet:
-    """Runs in a worker thread: base64/zip -> images -> the network's input."""
+def decode_and_prepare(
+    source: FrameSource, limits: FrameLimits, spec: InputSpec
+) -> PreparedTracklet:
+    """Runs in a worker thread: base64/zip -> images -> the network's input (as ``spec``, the
+    served model's, says)."""
     start = time.perf_counter()
     if isinstance(source, bytes):
         encoded = read_zip(source, limits)
@@ -160,7 +164,7 @@ def decode_and_prepare(source: FrameSource, limits: FrameLimits) -> PreparedTrac
     images = decode_frames(encoded, limits)
     decoded = time.perf_counter()
     try:
-        tracklet = prepare_tracklet(images)
+        tracklet = prepare_tracklet(images, spec)
     except Exception as exc:
         # Preprocessing only ever sees images that decoded; if it still fails, the cause is in
         # those images, so the client hears about it (and the server log has the trace).
@@ -175,11 +179,16 @@ def decode_and_prepare(source: FrameSource, limits: FrameLimits) -> PreparedTrac
     )
 
 
-async def prepare(
-    source: FrameSource, limits: FrameLimits, limiter: anyio.CapacityLimiter
-) -> PreparedTracklet:
-    """:func:`decode_and_prepare` in a worker thread, at most ``limiter`` of them at once."""
-    return await anyio.to_thread.run_sync(decode_and_prepare, source, limits, limiter=limiter)
+async def prepare(source: FrameSource, limits: FrameLimits, runtime: Runtime) -> PreparedTracklet:
+    """:func:`decode_and_prepare` for the served model, in a worker thread (at most
+    ``REID_DECODE_WORKERS`` at once)."""
+    return await anyio.to_thread.run_sync(
+        decode_and_prepare,
+        source,
+        limits,
+        runtime.encoder.spec,
+        limiter=runtime.decode_limiter,
+    )
 
 
 def check_metadata(metadata: dict[str, Any], max_bytes: int) -> None:

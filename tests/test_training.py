@@ -12,16 +12,9 @@ import numpy as np
 import pytest
 
 from model.preprocessing import CROP_SIZE, FLOW_X, FRAME_SIZE, mirror
-from training.sequences import (
-    AugmentConfig,
-    PairSampler,
-    build_pair_batch,
-    choose_frames,
-    load_sequences,
-    make_clip,
-    photometric,
-    tracklet_cache_key,
-)
+from training.augment import AugmentConfig, choose_frames, make_clip, photometric
+from training.sampling import PairSampler, build_pair_batch
+from training.sequences import load_sequences, tracklet_cache_key
 
 # ----------------------------------------------------------------------------- pair sampler
 

@@ -132,7 +132,7 @@ async def query(
     start = time.perf_counter()
     fields, source = await read_frames_input(request, QueryFields, QueryJson, limits)
     rerank = _rerank_of(fields, settings, runtime)
-    prepared = await prepare(source, limits, runtime.decode_limiter)
+    prepared = await prepare(source, limits, runtime)
     embed_start = time.perf_counter()
     embedded = await runtime.batcher.embed(prepared.tracklet, "query")
     metrics.count_embedded("query", embedded.features.shape[0])

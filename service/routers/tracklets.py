@@ -93,7 +93,7 @@ async def enroll(
     base64 ``frames``. Answered once the gallery has stored the tracklet durably."""
     fields, source = await read_frames_input(request, TrackletFields, EnrollJson, limits)
     check_metadata(fields.metadata, settings.max_metadata_bytes)
-    prepared = await prepare(source, limits, runtime.decode_limiter)
+    prepared = await prepare(source, limits, runtime)
     embedded = await runtime.batcher.embed(prepared.tracklet, "enroll")
     metrics.count_embedded("enroll", embedded.features.shape[0])
     record = _record(fields, embedded)
@@ -138,7 +138,7 @@ async def enroll_batch(
     async def prepare_one(index: int, item: EnrollJson) -> PreparedTracklet:
         try:
             check_metadata(item.metadata, settings.max_metadata_bytes)
-            return await prepare(item.frames, limits, runtime.decode_limiter)
+            return await prepare(item.frames, limits, runtime)
         except ApiError as exc:
             raise ApiError(exc.status, exc.code, f"tracklets[{index}]: {exc.message}") from exc
 
