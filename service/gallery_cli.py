@@ -180,22 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         "target is created with the source's model signature and must be empty unless --append "
         "is given. At the end both galleries are counted; a mismatch exits with status 1.",
     )
-    move.add_argument(
-        "--from",
-        dest="source",
-        type=parse_spec,
-        required=True,
-        metavar="SPEC",
-        help="the gallery to copy from (left unchanged)",
-    )
-    move.add_argument(
-        "--to",
-        dest="target",
-        type=parse_spec,
-        required=True,
-        metavar="SPEC",
-        help="the gallery to copy into (created if missing)",
-    )
+    for flag, dest, role in (
+        ("--from", "source", "the gallery to copy from (left unchanged)"),
+        ("--to", "target", "the gallery to copy into (created if missing)"),
+    ):
+        move.add_argument(
+            flag, dest=dest, type=parse_spec, required=True, metavar="SPEC", help=role
+        )
     move.add_argument(
         "--batch-size",
         type=_positive,
