@@ -93,7 +93,8 @@ def test_flow_at_another_frame_size_is_the_paper_flow_resized() -> None:
 
 
 def test_mobilenet_map_and_pyramid_sizes() -> None:
-    model = ASTPN("astpn", backbone="mobilenetv2", input_spec=InputSpec((136, 68), (128, 64), "rgb"))
+    spec = InputSpec((136, 68), (128, 64), "rgb")
+    model = ASTPN("astpn", backbone="mobilenetv2", input_spec=spec)
     assert model.conv_map_size() == (8, 4)
     assert model.spatial_size == 128 * (16 + 4 + 1)
     with torch.no_grad():
@@ -173,6 +174,8 @@ def test_identity_batches_hold_every_person_once_per_epoch_across_cameras() -> N
             assert labels[first] == labels[second] and cameras[first] != cameras[second]
     assert sampler.epoch(0) == batches and sampler.epoch(1) != batches
     probe, gallery, positive = batch_pairs(np.array([labels[i] for i in batches[0]]), 2)
+    assert probe.tolist() == [0, 0, 2, 2, 4, 4, 6, 6]
+    assert gallery.tolist() == [1, 3, 3, 5, 5, 7, 7, 1]
     assert positive.tolist() == [True, False] * 4
 
 
