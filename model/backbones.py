@@ -32,10 +32,18 @@ class Backbone(nn.Module):
 
     out_channels: int
     spp_levels: tuple[int, ...]
+    #: Train in channels-last memory layout (oneDNN's depthwise convolutions run ~1.6x faster
+    #: on the CPU that way); inference and export keep the default layout.
+    channels_last: bool = False
 
     def map_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """(h, w) of the map for an (H, W) input, computed without running the network."""
         raise NotImplementedError
+
+    def freeze(self, blocks: int) -> None:
+        """Keep the first ``blocks`` stages at their (pretrained) weights and statistics."""
+        if blocks:
+            raise ValueError(f"{type(self).__name__} has no stages to freeze")
 
 
 _REGISTRY: dict[str, type[Backbone]] = {}
@@ -151,6 +159,7 @@ class MobileNetV2(Backbone):
 
     out_channels = MOBILENET_REDUCED_CHANNELS
     spp_levels = (4, 2, 1)
+    channels_last = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -181,6 +190,24 @@ class MobileNetV2(Backbone):
         for _ in range(_MOBILENET_DOWNSAMPLES):
             h, w = (h + 1) // 2, (w + 1) // 2  # 3x3, stride 2, padding 1
         return h, w
+
+    def freeze(self, blocks: int) -> None:
+        """Freeze the stem and the first ``blocks - 1`` inverted residuals: their weights get
+        no gradient and their batch statistics stay ImageNet's. Early layers see generic
+        edges and colours; freezing them costs little accuracy and saves about a third of the
+        backward pass at 128 x 64 (docs/training.md)."""
+        if not 0 <= blocks <= len(self.features):
+            raise ValueError(f"blocks must be in 0..{len(self.features)}, got {blocks}")
+        self.frozen = blocks
+        for parameter in self.features[:blocks].parameters():
+            parameter.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MobileNetV2:
+        super().train(mode)
+        for block in self.features[: getattr(self, "frozen", 0)]:
+            block.eval()
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         return self.reduce(self.features(x))

@@ -296,6 +296,8 @@ class ASTPN(nn.Module):
             frames = frames[real]
         if self.input_mean is not None:
             frames = (frames - self.input_mean) * self.input_scale
+        if self.training and self.conv.channels_last:
+            frames = frames.contiguous(memory_format=torch.channels_last)
         u = self.input_layer(self.feature_dropout(self.spatial(self.conv(frames))))
         if real is not None:
             u = u.new_zeros(b * t, self.feature_dim).index_put((real,), u)

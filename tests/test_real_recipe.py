@@ -200,3 +200,19 @@ def test_short_tracklets_make_clips_of_one_to_all_frames() -> None:
     batch = build_clip_batch([0, 1], [sequence, sequence[:2]], [0, 1],
                              np.random.default_rng(0), AugmentConfig.none(), 8, RGB_SPEC)
     assert batch.clips.shape == (2, 5, 5, 64, 32) and batch.mask.sum(1).tolist() == [5, 2]
+
+
+def test_frozen_stages_keep_their_weights_and_statistics() -> None:
+    backbone = MobileNetV2()
+    backbone.freeze(4)
+    backbone.train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    out = backbone(torch.rand(4, 5, 64, 32).contiguous(memory_format=torch.channels_last))
+    out.sum().backward()
+    after = backbone.state_dict()
+    frozen = [k for k in before if k.startswith(("features.0.", "features.3."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert backbone.features[0][0].weight.grad is None
+    assert backbone.features[4].conv[0].weight.grad is not None
+    assert not torch.equal(before["features.5.conv.1.running_mean"],
+                           after["features.5.conv.1.running_mean"])

@@ -55,6 +55,9 @@ class TrainConfig:
         choices=backbone_names(),
     )
     pretrained: bool = setting(False, "start the backbone from its ImageNet weights (mobilenetv2)")
+    freeze_blocks: int = setting(
+        0, "keep the backbone's first N stages at their pretrained weights (mobilenetv2)"
+    )
     frame_size: tuple[int, int] = setting(
         FRAME_SIZE, "frames are resized to HxW", parse=parse_size, metavar="HxW"
     )

@@ -128,7 +128,10 @@ class Trainer:
                 from training.pretrained import load_imagenet_weights
 
                 load_imagenet_weights(self.model.conv)
+        self.model.conv.freeze(config.freeze_blocks)
         self.model.to(self.device)
+        if self.model.conv.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.optimiser = self._optimiser()
         if state:
             self.optimiser.load_state_dict(state["optimizer"])
@@ -152,7 +155,7 @@ class Trainer:
 
     def _optimiser(self) -> torch.optim.Optimizer:
         config = self.config
-        params = self.model.parameters()
+        params = [p for p in self.model.parameters() if p.requires_grad]
         if config.optimizer == "adam":
             return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         return torch.optim.SGD(
@@ -440,6 +443,6 @@ class Trainer:
         }
         out = Path(config.export)
         name = config.export_name or out.stem
-        model = model.to("cpu").eval()
+        model = model.to("cpu", memory_format=torch.contiguous_format).eval()
         export_onnx(model, out, name=name, version=config.export_version, training_info=info)
         return out
