@@ -216,3 +216,23 @@ def test_frozen_stages_keep_their_weights_and_statistics() -> None:
     assert backbone.features[4].conv[0].weight.grad is not None
     assert not torch.equal(before["features.5.conv.1.running_mean"],
                            after["features.5.conv.1.running_mean"])
+
+
+def test_weights_only_checkpoint_initialises_a_run_with_other_persons(tmp_path: Path) -> None:
+    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.config import TrainConfig
+    from training.trainer import Trainer
+
+    root = _folder(tmp_path / "cams", 6)
+    torch.manual_seed(1)
+    source = ASTPN("astpn", num_identities=9, dropout=0.0)
+    path = save_checkpoint(tmp_path / "w.pt", source, weights_only=True)
+    loaded, state = load_checkpoint(path)
+    assert state["num_identities"] == 0 and loaded.classifier is None
+    assert state["state_dict"]["input_layer.weight"].dtype == torch.float16
+    config = TrainConfig(train=(f"folder:{root}:num_splits=1",), init_from=path,
+                         validation="none", max_iterations=0, progress=False, threads=1)
+    trainer = Trainer(config)
+    assert trainer.model.classifier.out_features == 3
+    expected = source.input_layer.weight.half().float()
+    torch.testing.assert_close(trainer.model.input_layer.weight, expected)

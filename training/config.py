@@ -149,6 +149,13 @@ class TrainConfig:
         choices=VALIDATIONS,
     )
     embed: EmbedOptions = setting(EmbedOptions(), "", skip=True)
+    init_from: str | Path | None = setting(
+        None,
+        "start from this checkpoint's weights (e.g. the shipped model's "
+        "model/weights/<name>.pt, to fine-tune on your own cameras); its identity classifier "
+        "is not used, so any training persons may follow",
+        metavar="CHECKPOINT",
+    )
     resume: str | Path | None = setting(
         None, "continue from this checkpoint (e.g. OUT/last.pt) at its iteration"
     )
@@ -171,6 +178,8 @@ class TrainConfig:
             raise ValueError("batch_pairs must be even (balanced positives/negatives) and >= 2")
         if self.triplet_weight and self.sampler != "identities":
             raise ValueError("the triplet loss needs --sampler identities (batches of persons)")
+        if self.init_from and (self.resume or self.pretrained):
+            raise ValueError("--init-from replaces --pretrained and cannot go with --resume")
         if self.pretrained and self.backbone != "mobilenetv2":
             raise ValueError(f"no pretrained weights for the {self.backbone} backbone")
         self.frame_size = tuple(self.frame_size)  # type: ignore[assignment]

@@ -128,6 +128,8 @@ class Trainer:
                 from training.pretrained import load_imagenet_weights
 
                 load_imagenet_weights(self.model.conv)
+            if config.init_from:
+                self._initialise_from(config.init_from)
         self.model.conv.freeze(config.freeze_blocks)
         self.model.to(self.device)
         if self.model.conv.channels_last:
@@ -137,6 +139,20 @@ class Trainer:
             self.optimiser.load_state_dict(state["optimizer"])
             if "torch_rng" in state:
                 torch.set_rng_state(state["torch_rng"])
+
+    def _initialise_from(self, path: str | Path) -> None:
+        """Weights of another run (fine-tuning): same network and input, any persons."""
+        source, state = load_checkpoint(path)
+        ours = (self.config.variant, self.config.backbone, self.config.feature_dim, self.spec)
+        theirs = (source.variant, source.backbone, source.feature_dim, source.input_spec)
+        if ours != theirs:
+            raise ValueError(
+                f"--init-from {path} is a {theirs[1]} {theirs[0]} ({theirs[2]}-d, input "
+                f"{theirs[3]}); give this run the same --variant, --backbone, --feature-dim and "
+                "input options"
+            )
+        weights = {k: v for k, v in state["state_dict"].items() if not k.startswith("classifier.")}
+        self.model.load_state_dict(weights, strict=False)
 
     def _check_resumable(self, state: dict[str, Any]) -> None:
         config = self.config
@@ -445,4 +461,6 @@ class Trainer:
         name = config.export_name or out.stem
         model = model.to("cpu", memory_format=torch.contiguous_format).eval()
         export_onnx(model, out, name=name, version=config.export_version, training_info=info)
+        # The same weights for --init-from (fine-tuning on other cameras), beside the model.
+        save_checkpoint(out.with_suffix(".pt"), model, weights_only=True, card=out.stem)
         return out
