@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from model.backbones import backbone_names
-from model.network import VARIANTS
+from model.choices import BACKBONES, VARIANTS
 from model.preprocessing import COLOUR_MODES, CROP_SIZE, FLOW_MODES, FRAME_SIZE, InputSpec
 from training.augment import AUGMENT_PRESETS, CLIP_LENGTH
 from training.cli import parse_int_list, parse_size, setting
@@ -52,7 +51,7 @@ class TrainConfig:
     backbone: str = setting(
         "paper",
         "frame CNN: paper (three layers, from scratch) or mobilenetv2 (ImageNet weights)",
-        choices=backbone_names(),
+        choices=BACKBONES,
     )
     pretrained: bool = setting(False, "start the backbone from its ImageNet weights (mobilenetv2)")
     freeze_blocks: int = setting(

@@ -553,7 +553,6 @@ def format_summary_table(
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="CMC/mAP of checkpoints or ONNX models on a dataset's test protocol",
         description=(
             "Embed every test sequence by self-pairing (central crop, first --max-frames "
             "frames), rank the gallery by Euclidean distance and report CMC (ranks 1/5/10/20 "
