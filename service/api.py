@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -59,6 +58,7 @@ from service.gallery import (
     TrackletRecord,
     open_gallery,
 )
+from service.idempotency import idempotent, new_tracklet_id
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.rescoring import PairScorer, RescoredMatch, rescore
@@ -88,6 +88,7 @@ from service.schemas import (
 )
 from service.security import ApiKeys, Scope, require
 from service.settings import Settings
+from service.videos_api import video_body_limits, video_router
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +341,7 @@ def _with_prefix(exc: ApiError, prefix: str) -> ApiError:
 
 def _record(fields: TrackletFields, embedded: Embedded) -> TrackletRecord:
     return TrackletRecord(
-        tracklet_id=str(uuid.uuid4()),
+        tracklet_id=new_tracklet_id(),  # derived from an Idempotency-Key when there is one
         identity=fields.identity,
         embedding=embedded.embedding,
         features=embedded.features,
@@ -456,7 +457,10 @@ def _install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         metrics.errors.labels(exc.code).inc()
-        return _error(exc.status, exc.code, exc.message)
+        response = _error(exc.status, exc.code, exc.message)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -587,7 +591,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     _install_error_handlers(app, metrics)
     # Starlette runs the last added middleware first: metrics see the limiter's 413s too.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        path_limits=video_body_limits(settings),
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     def runtime_of(request: Request) -> Runtime:
@@ -612,6 +620,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_extra=_body_doc(EnrollJson, _multipart_schema(TrackletFields, ["metadata"])),
         summary="Enroll one tracklet",
     )
+    @idempotent(lambda records: _enroll_response(records[0]))
     async def enroll(request: Request) -> EnrollResponse:
         """Frames as repeated multipart files ``frames``, one zip ``archive``, or JSON with
         base64 ``frames``. Answered once the gallery has stored the tracklet durably."""
@@ -632,6 +641,9 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[can_write],
         openapi_extra=_body_doc(BatchEnrollRequest, None),
         summary="Enroll many tracklets atomically",
+    )
+    @idempotent(
+        lambda records: BatchEnrollResponse(tracklets=[_enroll_response(r) for r in records])
     )
     async def enroll_batch(request: Request) -> BatchEnrollResponse:
         """JSON only. Every tracklet is enrolled, or (on any error) none is."""
@@ -885,5 +897,6 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(content=content, media_type=media_type)
 
     app.include_router(router)
+    app.include_router(video_router(settings, keys))
     _install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest])
     return app

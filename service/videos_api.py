@@ -1,0 +1,282 @@
+"""``POST /videos`` and its job resource ``GET /videos/{job_id}``; also opens what idempotent
+enrolment and video jobs keep on disk (this router's lifespan).
+
+Why a job and not a streamed answer: a long video takes minutes, and a client that loses its
+connection should neither upload the video again nor lose the outcome. The upload is answered
+``202 Accepted`` with the job once every check that needs no decoding has passed; the client
+polls the job (``Location`` header) for progress and, at the end, the tracks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from pydantic import ValidationError
+
+from service.idempotency import (
+    REPLAYED_HEADER,
+    IdContext,
+    IdempotencyStore,
+    KeyLocks,
+    StoredAnswer,
+    check_reuse,
+    key_scope,
+    read_key,
+)
+from service.jobs import JobHandle, JobRegistry, JobStore
+from service.schemas import ApiError, ErrorResponse
+from service.security import API_KEY_HEADER, ApiKeys, Scope, require
+from service.settings import Settings
+from service.uploads import Upload, receive_multipart
+from service.video_jobs import (
+    Accepted,
+    accept,
+    cut_and_embed,
+    dropped_out,
+    enroll_tracks,
+    query_tracks,
+)
+from service.video_schemas import VideoFields, VideoJob, VideoMode, VideoProgress
+
+VIDEOS_PATH = "/videos"
+_JOB_NAMESPACE = uuid.UUID("0b8f4c55-51d5-4a0e-9a3b-7d0c5f1e2a61")
+
+
+def video_body_limits(settings: Settings) -> dict[str, tuple[int, str]]:
+    """Routes whose body may exceed REID_MAX_REQUEST_BYTES (for BodySizeLimitMiddleware)."""
+    return {VIDEOS_PATH: (settings.max_video_bytes, "REID_MAX_VIDEO_BYTES")}
+
+
+def _multipart_doc() -> dict[str, Any]:
+    schema = VideoFields.model_json_schema()
+    properties = {k: v for k, v in schema["properties"].items() if k != "mode"}
+    for name in ("identities", "metadata", "cameras", "exclude_cameras"):
+        description = properties[name].get("description", "")
+        properties[name] = {"type": "string", "description": description}
+    binary = {"type": "string", "format": "binary"}
+    properties["video"] = {**binary, "description": "The video (MP4, AVI, MKV, ...)."}
+    properties["archive"] = {**binary, "description": "Instead of 'video': a zip of img1/."}
+    properties["frames"] = {
+        "type": "array",
+        "items": binary,
+        "description": "Instead of 'video': the frames, each named by its number (000001.jpg).",
+    }
+    properties["tracks"] = {**binary, "description": "MOT text: frame,id,x,y,w,h,..."}
+    required = ["camera", "tracks"]
+    content = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": properties, "required": required}
+        }
+    }
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _fields(upload: Upload, mode: str) -> VideoFields:
+    if "mode" in upload.fields:
+        raise ApiError(
+            400, "bad_request", "mode goes in the query string (POST /videos?mode=enroll)"
+        )
+    try:
+        return VideoFields.model_validate({**upload.fields, "mode": mode})
+    except ValidationError as exc:
+        summary = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        raise ApiError(422, "invalid_request", f"invalid request: {summary}") from exc
+
+
+def _job_id(scope: str, key: str, fingerprint: str) -> str:
+    return str(uuid.uuid5(_JOB_NAMESPACE, "\x1f".join((scope, key, fingerprint))))
+
+
+def _new_job(job_id: str, job: Accepted) -> JobHandle:
+    geometry = job.source.geometry
+    return JobHandle(
+        VideoJob(
+            job_id=job_id,
+            status="queued",
+            mode=job.fields.mode,
+            camera=job.fields.camera,
+            source=job.source_name,
+            width=geometry.width,
+            height=geometry.height,
+            fps=job.fps,
+            progress=VideoProgress(tracks_total=len(job.plans)),
+            dropped_tracks=dropped_out(job.dropped),
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+def _work(job: Accepted, runtime: Any, loop: asyncio.AbstractEventLoop):
+    def run(handle: JobHandle) -> None:
+        try:
+            results = cut_and_embed(handle, job, runtime, loop)
+            if job.fields.mode == "enroll":
+                tracks = enroll_tracks(job, handle.job_id, results, runtime.gallery)
+            else:
+                rerank = runtime.rerank_default if job.fields.rerank is None else job.fields.rerank
+                tracks = query_tracks(job, results, runtime, rerank)
+            handle.update(tracks=tracks)
+        finally:
+            job.close()
+
+    return run
+
+
+def _check_rerank(fields: VideoFields, runtime: Any, settings: Settings) -> None:
+    if fields.mode != "query":
+        return
+    if fields.top_k > settings.max_top_k:
+        raise ApiError(
+            422, "top_k_too_large", f"top_k is {fields.top_k}; the limit is {settings.max_top_k}"
+        )
+    rerank = runtime.rerank_default if fields.rerank is None else fields.rerank
+    if rerank > settings.max_rerank:
+        raise ApiError(
+            422,
+            "rerank_too_large",
+            f"rerank is {rerank}; the limit is {settings.max_rerank} (REID_MAX_RERANK)",
+        )
+    if rerank and runtime.scorer is None:
+        raise ApiError(422, "rerank_unavailable", "the model has no pair scorer: use rerank=0")
+
+
+def video_router(settings: Settings, keys: ApiKeys) -> APIRouter:
+    """The video routes; their lifespan opens the idempotency store and the job registry."""
+    uploads_dir = settings.data_dir / "uploads"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        shutil.rmtree(uploads_dir, ignore_errors=True)  # left behind by a killed process
+        store = IdempotencyStore(
+            settings.data_dir / "idempotency.sqlite3", settings.idempotency_ttl_s
+        )
+        registry = JobRegistry(
+            JobStore(settings.data_dir / "video-jobs.sqlite3", settings.video_job_ttl_s),
+            workers=settings.video_workers,
+            max_jobs=settings.max_video_jobs,
+        )
+        app.state.idempotency = store
+        app.state.idempotency_locks = KeyLocks()
+        app.state.video_jobs = registry
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(registry.close)
+            store.close()
+
+    router = APIRouter(lifespan=lifespan)
+
+    async def start(request: Request, mode: VideoMode, key: str | None) -> tuple[VideoJob, bool]:
+        """Receive, check and queue a video; (the job, whether it is a replay)."""
+        state = request.app.state
+        upload = await receive_multipart(
+            request.headers.get("content-type", ""),
+            request.stream(),
+            uploads_dir,
+            max_files=settings.max_video_frames + 2,
+            file_limits={"tracks": (settings.max_tracks_file_bytes, "REID_MAX_TRACKS_FILE_BYTES")},
+        )
+        try:
+            fields = _fields(upload, mode)
+            _check_rerank(fields, state.runtime, settings)
+            fingerprint = hashlib.sha256(f"{mode}\x1f{upload.fingerprint()}".encode()).hexdigest()
+            if key is None:
+                return await _start_job(request, str(uuid.uuid4()), upload, fields, None), False
+        except BaseException:
+            upload.cleanup()
+            raise
+        scope, route = key_scope(request), f"POST {VIDEOS_PATH}"
+        async with state.idempotency_locks.hold(scope, key):
+            try:
+                stored = await anyio.to_thread.run_sync(state.idempotency.get, scope, key)
+                if stored is not None:
+                    check_reuse(stored, route, fingerprint, key)
+                job_id = _job_id(scope, key, fingerprint)
+                existing = await anyio.to_thread.run_sync(state.video_jobs.get, job_id)
+                # A job that failed inside the server is run again; any other is the answer.
+                if existing is not None and not (existing.error and existing.error.status >= 500):
+                    upload.cleanup()
+                    return existing, True
+                ids = IdContext(scope, key, fingerprint)
+                job = await _start_job(request, job_id, upload, fields, ids)
+            except BaseException:
+                upload.cleanup()
+                raise
+            # From here on the job owns the upload.
+            answer = StoredAnswer(route, fingerprint, 202, {"job_id": job_id}, time.time())
+            await anyio.to_thread.run_sync(state.idempotency.put, scope, key, answer)
+            return job, False
+
+    async def _start_job(
+        request: Request, job_id: str, upload: Upload, fields: VideoFields, ids: IdContext | None
+    ) -> VideoJob:
+        state = request.app.state
+        accepted = await anyio.to_thread.run_sync(accept, upload, fields, settings, ids)
+        handle = _new_job(job_id, accepted)
+        loop = asyncio.get_running_loop()
+        try:
+            state.video_jobs.submit(handle, _work(accepted, state.runtime, loop))
+        except BaseException:
+            accepted.source.close()
+            raise
+        return handle.snapshot()
+
+    @router.post(
+        VIDEOS_PATH,
+        status_code=202,
+        response_model=VideoJob,
+        dependencies=[Depends(require(keys, Scope.READ))],
+        responses={503: {"model": ErrorResponse}},
+        openapi_extra=_multipart_doc(),
+        summary="Cut a video's tracks into tracklets; enroll them or query with them",
+    )
+    async def post_video(
+        request: Request,
+        response: Response,
+        mode: Annotated[VideoMode, Query(description="enroll (needs a write key) or query.")],
+    ) -> VideoJob:
+        """Multipart: ``video`` (or ``archive``/``frames`` of MOT's img1/), ``tracks`` (MOT
+        text), ``camera`` and options. Answers 202 with the job; poll ``GET /videos/{job_id}``.
+        Enrolment is all-or-nothing. With an ``Idempotency-Key``, a retry answers the same job
+        and never enrolls twice."""
+        if mode == "enroll":
+            keys.check(request.headers.get(API_KEY_HEADER), Scope.WRITE)
+        key = read_key(request)
+        job, replayed = await start(request, mode, key)
+        response.headers["Location"] = f"{VIDEOS_PATH}/{job.job_id}"
+        if replayed:
+            response.headers[REPLAYED_HEADER] = "true"
+        return job
+
+    @router.get(
+        VIDEOS_PATH + "/{job_id}",
+        response_model=VideoJob,
+        dependencies=[Depends(require(keys, Scope.READ))],
+        summary="A video job: progress, then its tracks",
+    )
+    async def get_video(request: Request, job_id: Annotated[str, Path(max_length=64)]) -> VideoJob:
+        job = await anyio.to_thread.run_sync(request.app.state.video_jobs.get, job_id)
+        if job is None:
+            raise ApiError(
+                404,
+                "job_not_found",
+                f"no video job {job_id!r}: it ended more than REID_VIDEO_JOB_TTL_S ago, or the "
+                "service restarted while it ran. POST the video again (with the same "
+                "Idempotency-Key nothing is enrolled twice)",
+            )
+        return job
+
+    return router
