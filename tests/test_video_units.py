@@ -285,3 +285,41 @@ def test_crop_shape_is_the_training_crop_shape():
     from training.synthetic import FRAME_SHAPE
 
     assert CROP_SHAPE == FRAME_SHAPE
+
+
+def test_a_full_job_line_answers_503_with_retry_after(tmp_path: Path):
+    import threading
+    from datetime import UTC, datetime
+
+    from service.jobs import JobHandle, JobRegistry, JobStore
+    from service.video_schemas import VideoJob, VideoProgress
+
+    def handle(job_id: str) -> JobHandle:
+        return JobHandle(
+            VideoJob(
+                job_id=job_id,
+                status="queued",
+                mode="query",
+                camera="c",
+                source="v",
+                width=1,
+                height=1,
+                fps=None,
+                progress=VideoProgress(),
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    release = threading.Event()
+    registry = JobRegistry(JobStore(tmp_path / "jobs.sqlite3", 60), workers=1, max_jobs=1)
+    first = handle("a")
+    registry.submit(first, lambda h: release.wait(10))
+    with pytest.raises(ApiError) as error:
+        registry.submit(handle("b"), lambda h: None)
+    assert error.value.status == 503 and error.value.headers == {"Retry-After": "30"}
+    release.set()
+    assert first.finished.wait(10)
+    assert registry.get("a").status == "succeeded"  # now read from the store
+    registry.submit(handle("b"), lambda h: None)  # the line has room again
+    registry.close()
+    assert JobStore(tmp_path / "jobs.sqlite3", 60).get("a").status == "succeeded"
