@@ -22,6 +22,7 @@ they end; if the server restarted and lost a running job, it is sent again under
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -50,6 +51,7 @@ from service.video_schemas import VideoJob
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Frame = str | os.PathLike[str] | bytes | np.ndarray
 ProgressCallback = Callable[[VideoJob], None]
+UploadCallback = Callable[[int, int], None]  # (bytes sent, bytes in all)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _RETRY_STATUS = (502, 503, 504)
@@ -285,6 +287,7 @@ class ReidClient:
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         on_progress: ProgressCallback | None = None,
+        on_upload: UploadCallback | None = None,
     ) -> VideoJob:
         """Enroll every track of a video (all or none); ``identities`` maps track ids to
         identities (default ``<camera>:<track id>``). Waits for the job and returns it."""
@@ -296,7 +299,7 @@ class ReidClient:
             "metadata": metadata,
             "identities": {str(k): v for k, v in identities.items()} if identities else None,
         }
-        return self._video("enroll", video, tracks, fields, idempotency_key, on_progress)
+        return self._video("enroll", video, tracks, fields, idempotency_key, on_progress, on_upload)
 
     def query_video(
         self,
@@ -314,6 +317,7 @@ class ReidClient:
         group_by_identity: bool = True,
         rerank: int | None = None,
         on_progress: ProgressCallback | None = None,
+        on_upload: UploadCallback | None = None,
     ) -> VideoJob:
         """Query with every track of a video; each track of the answer has its matches."""
         fields = {
@@ -328,7 +332,9 @@ class ReidClient:
             "group_by_identity": group_by_identity,
             "rerank": rerank,
         }
-        return self._video("query", video, tracks, fields, str(uuid.uuid4()), on_progress)
+        return self._video(
+            "query", video, tracks, fields, str(uuid.uuid4()), on_progress, on_upload
+        )
 
     def _video(
         self,
@@ -338,6 +344,7 @@ class ReidClient:
         fields: dict[str, Any],
         key: str | None,
         on_progress: ProgressCallback | None,
+        on_upload: UploadCallback | None,
     ) -> VideoJob:
         key = key or str(uuid.uuid4())
         with _as_file(Path(video)) as upload:
@@ -350,7 +357,7 @@ class ReidClient:
                     idempotency_key=key,
                     params={"mode": mode},
                     data=_form(fields),
-                    body=lambda: {"files": _video_files(upload, Path(tracks))},
+                    body=lambda: {"files": _video_files(upload, Path(tracks), on_upload)},
                 )
 
             job = post()
@@ -378,10 +385,30 @@ class ReidClient:
         return self._call(VideoJob, "GET", f"/videos/{_quote(job_id)}")
 
 
-def _video_files(video: Path, tracks: Path) -> list[tuple[str, tuple[str, IO[bytes]]]]:
+class _CountingFile(io.FileIO):
+    """A file that reports how much of it has been read (httpx streams uploads by ``read``)."""
+
+    def __init__(self, path: Path, on_read: UploadCallback | None) -> None:
+        super().__init__(path, "rb")
+        self._on_read = on_read
+        self._total = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        if self._on_read is not None:
+            self._on_read(self.tell(), self._total)
+        return data
+
+
+def _video_files(
+    video: Path, tracks: Path, on_upload: UploadCallback | None
+) -> list[tuple[str, tuple[str, IO[bytes]]]]:
     """The video file, or a zip of img1/ frames, and the tracks file (opened for one attempt)."""
     field = "archive" if video.suffix.lower() == ".zip" else "video"
-    return [("tracks", (tracks.name, tracks.open("rb"))), (field, (video.name, video.open("rb")))]
+    return [
+        ("tracks", (tracks.name, tracks.open("rb"))),
+        (field, (video.name, _CountingFile(video, on_upload))),
+    ]
 
 
 @contextlib.contextmanager

@@ -127,21 +127,27 @@ def _csv(text: str | None) -> list[str] | None:
 
 
 def run_video(client: ReidClient, args: argparse.Namespace) -> VideoJob:
-    bar = tqdm(desc="decoding", unit="frame", disable=args.no_progress)
+    quiet = args.no_progress
+    sending = tqdm(desc="uploading", unit="B", unit_scale=True, disable=quiet)
+    decoding = tqdm(desc="decoding", unit="frame", disable=quiet)
+
+    def uploaded(done: int, total: int) -> None:
+        sending.total = total
+        sending.n = done  # a retried upload starts again from 0
+        sending.refresh()
 
     def show(job: VideoJob) -> None:
-        bar.total = job.progress.frames_total or None
-        bar.n = job.progress.frames_decoded
-        bar.set_postfix(
-            status=job.status, tracks=f"{job.progress.tracks_embedded}/{job.progress.tracks_total}"
-        )
-        bar.refresh()
+        decoding.total = job.progress.frames_total or None
+        decoding.n = job.progress.frames_decoded
+        tracks = f"{job.progress.tracks_embedded}/{job.progress.tracks_total}"
+        decoding.set_postfix(status=job.status, tracks=tracks)
 
     common = {
         "start_time": args.start_time,
         "fps": args.fps,
         "min_track_frames": args.min_track_frames,
         "on_progress": show,
+        "on_upload": uploaded,
     }
     try:
         if args.enroll:
@@ -164,7 +170,8 @@ def run_video(client: ReidClient, args: argparse.Namespace) -> VideoJob:
             **common,
         )
     finally:
-        bar.close()
+        sending.close()
+        decoding.close()
 
 
 def print_video(job: VideoJob, out: Any = sys.stdout) -> None:

@@ -155,15 +155,18 @@ class VideoFile:
             fps=fps if math.isfinite(fps) and 0 < fps < 1000 else None,
         )
 
+    #: Frames come as OpenCV decodes them; only the small crops are converted to RGB.
+    bgr = True
+
     def frames(self, last: int, wanted: set[int]) -> Iterator[tuple[int, np.ndarray | None]]:
-        """(number, RGB frame or None when not wanted) for frames 1..last; stops early at the
+        """(number, BGR frame or None when not wanted) for frames 1..last; stops early at the
         end of the video (the caller checks it got ``last``)."""
         for number in range(1, last + 1):
             if number in wanted:
                 ok, bgr = self._capture.read()
                 if not ok or bgr is None:
                     return
-                yield number, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield number, bgr
             else:
                 # grab() demuxes and decodes but skips the colour conversion and copy.
                 if not self._capture.grab():
@@ -233,6 +236,8 @@ class FrameFolder:
         first = by_number[min(by_number)]
         _, width, height = check_frame(EncodedFrame(first.name, first.read()), limits)
         self.geometry = FrameGeometry(width, height, max(by_number), fps)
+
+    bgr = False  # decode_frame gives RGB
 
     def missing(self, numbers: Sequence[int]) -> int | None:
         """The first of ``numbers`` that has no image."""
@@ -372,7 +377,10 @@ def cut_tracklets(
         reached = number
         if frame is not None:
             for index, box in by_frame.get(number, ()):
-                crops.setdefault(index, []).append(cut_crop(frame, box))
+                crop = cut_crop(frame, box)
+                if source.bgr:
+                    crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+                crops.setdefault(index, []).append(crop)
         for index in ends.get(number, ()):
             yield plans[index], crops.pop(index)
         if on_frame is not None:

@@ -200,7 +200,7 @@ def test_cli_video_enroll_then_query(server: ServiceProcess, tmp_path: Path):
     )
     assert enroll.returncode == 0, enroll.stderr
     assert "track 7 (frames 1-24): enrolled as cli-cam:7" in enroll.stdout
-    assert "decoding" in enroll.stderr
+    assert "uploading" in enroll.stderr and "decoding" in enroll.stderr
     query = _cli(
         server,
         "video",
