@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import pathlib
 import shutil
 import time
 import uuid
@@ -153,13 +154,12 @@ def _check_rerank(fields: VideoFields, runtime: Any, settings: Settings) -> None
         raise ApiError(422, "rerank_unavailable", "the model has no pair scorer: use rerank=0")
 
 
-def video_router(settings: Settings, keys: ApiKeys) -> APIRouter:
-    """The video routes; their lifespan opens the idempotency store and the job registry."""
-    uploads_dir = settings.data_dir / "uploads"
+def _lifespan(settings: Settings):
+    """Opens (and closes) the idempotency store and the video job registry."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        shutil.rmtree(uploads_dir, ignore_errors=True)  # left behind by a killed process
+        shutil.rmtree(_uploads_dir(settings), ignore_errors=True)  # left by a killed process
         store = IdempotencyStore(
             settings.data_dir / "idempotency.sqlite3", settings.idempotency_ttl_s
         )
@@ -177,62 +177,99 @@ def video_router(settings: Settings, keys: ApiKeys) -> APIRouter:
             await anyio.to_thread.run_sync(registry.close)
             store.close()
 
-    router = APIRouter(lifespan=lifespan)
+    return lifespan
 
-    async def start(request: Request, mode: VideoMode, key: str | None) -> tuple[VideoJob, bool]:
-        """Receive, check and queue a video; (the job, whether it is a replay)."""
-        state = request.app.state
-        upload = await receive_multipart(
-            request.headers.get("content-type", ""),
-            request.stream(),
-            uploads_dir,
-            max_files=settings.max_video_frames + 2,
-            file_limits={"tracks": (settings.max_tracks_file_bytes, "REID_MAX_TRACKS_FILE_BYTES")},
-        )
+
+def _uploads_dir(settings: Settings) -> pathlib.Path:
+    return settings.data_dir / "uploads"
+
+
+async def _receive(request: Request, settings: Settings) -> Upload:
+    return await receive_multipart(
+        request.headers.get("content-type", ""),
+        request.stream(),
+        _uploads_dir(settings),
+        max_files=settings.max_video_frames + 2,
+        file_limits={"tracks": (settings.max_tracks_file_bytes, "REID_MAX_TRACKS_FILE_BYTES")},
+    )
+
+
+async def _start_job(
+    request: Request,
+    settings: Settings,
+    job_id: str,
+    upload: Upload,
+    fields: VideoFields,
+    ids: IdContext | None,
+) -> VideoJob:
+    """Check the request (4xx now, before answering) and queue its job, which owns ``upload``
+    from then on."""
+    state = request.app.state
+    accepted = await anyio.to_thread.run_sync(accept, upload, fields, settings, ids)
+    handle = _new_job(job_id, accepted)
+    loop = asyncio.get_running_loop()
+    try:
+        state.video_jobs.submit(handle, _work(accepted, state.runtime, loop))
+    except BaseException:
+        accepted.source.close()
+        raise
+    return handle.snapshot()
+
+
+async def _start_keyed(
+    request: Request,
+    settings: Settings,
+    upload: Upload,
+    fields: VideoFields,
+    key: str,
+    fingerprint: str,
+) -> tuple[VideoJob, bool]:
+    """Under an Idempotency-Key: the job this key already names, or a new one with derived
+    ids; (the job, whether it is a replay)."""
+    state = request.app.state
+    scope, route = key_scope(request), f"POST {VIDEOS_PATH}"
+    async with state.idempotency_locks.hold(scope, key):
         try:
-            fields = _fields(upload, mode)
-            _check_rerank(fields, state.runtime, settings)
-            fingerprint = hashlib.sha256(f"{mode}\x1f{upload.fingerprint()}".encode()).hexdigest()
-            if key is None:
-                return await _start_job(request, str(uuid.uuid4()), upload, fields, None), False
+            stored = await anyio.to_thread.run_sync(state.idempotency.get, scope, key)
+            if stored is not None:
+                check_reuse(stored, route, fingerprint, key)
+            job_id = _job_id(scope, key, fingerprint)
+            existing = await anyio.to_thread.run_sync(state.video_jobs.get, job_id)
+            # A job that failed inside the server is run again; any other is the answer.
+            if existing is not None and not (existing.error and existing.error.status >= 500):
+                upload.cleanup()
+                return existing, True
+            ids = IdContext(scope, key, fingerprint)
+            job = await _start_job(request, settings, job_id, upload, fields, ids)
         except BaseException:
             upload.cleanup()
             raise
-        scope, route = key_scope(request), f"POST {VIDEOS_PATH}"
-        async with state.idempotency_locks.hold(scope, key):
-            try:
-                stored = await anyio.to_thread.run_sync(state.idempotency.get, scope, key)
-                if stored is not None:
-                    check_reuse(stored, route, fingerprint, key)
-                job_id = _job_id(scope, key, fingerprint)
-                existing = await anyio.to_thread.run_sync(state.video_jobs.get, job_id)
-                # A job that failed inside the server is run again; any other is the answer.
-                if existing is not None and not (existing.error and existing.error.status >= 500):
-                    upload.cleanup()
-                    return existing, True
-                ids = IdContext(scope, key, fingerprint)
-                job = await _start_job(request, job_id, upload, fields, ids)
-            except BaseException:
-                upload.cleanup()
-                raise
-            # From here on the job owns the upload.
-            answer = StoredAnswer(route, fingerprint, 202, {"job_id": job_id}, time.time())
-            await anyio.to_thread.run_sync(state.idempotency.put, scope, key, answer)
-            return job, False
+        answer = StoredAnswer(route, fingerprint, 202, {"job_id": job_id}, time.time())
+        await anyio.to_thread.run_sync(state.idempotency.put, scope, key, answer)
+        return job, False
 
-    async def _start_job(
-        request: Request, job_id: str, upload: Upload, fields: VideoFields, ids: IdContext | None
-    ) -> VideoJob:
-        state = request.app.state
-        accepted = await anyio.to_thread.run_sync(accept, upload, fields, settings, ids)
-        handle = _new_job(job_id, accepted)
-        loop = asyncio.get_running_loop()
-        try:
-            state.video_jobs.submit(handle, _work(accepted, state.runtime, loop))
-        except BaseException:
-            accepted.source.close()
-            raise
-        return handle.snapshot()
+
+async def _start(
+    request: Request, settings: Settings, mode: VideoMode, key: str | None
+) -> tuple[VideoJob, bool]:
+    """Receive, check and queue a video; (the job, whether it is a replay)."""
+    upload = await _receive(request, settings)
+    try:
+        fields = _fields(upload, mode)
+        _check_rerank(fields, request.app.state.runtime, settings)
+        fingerprint = hashlib.sha256(f"{mode}\x1f{upload.fingerprint()}".encode()).hexdigest()
+        if key is None:
+            job_id = str(uuid.uuid4())
+            return await _start_job(request, settings, job_id, upload, fields, None), False
+    except BaseException:
+        upload.cleanup()
+        raise
+    return await _start_keyed(request, settings, upload, fields, key, fingerprint)
+
+
+def video_router(settings: Settings, keys: ApiKeys) -> APIRouter:
+    """The video routes; their lifespan opens the idempotency store and the job registry."""
+    router = APIRouter(lifespan=_lifespan(settings))
 
     @router.post(
         VIDEOS_PATH,
@@ -255,7 +292,7 @@ def video_router(settings: Settings, keys: ApiKeys) -> APIRouter:
         if mode == "enroll":
             keys.check(request.headers.get(API_KEY_HEADER), Scope.WRITE)
         key = read_key(request)
-        job, replayed = await start(request, mode, key)
+        job, replayed = await _start(request, settings, mode, key)
         response.headers["Location"] = f"{VIDEOS_PATH}/{job.job_id}"
         if replayed:
             response.headers[REPLAYED_HEADER] = "true"
