@@ -23,6 +23,7 @@ import asyncio
 import contextvars
 import functools
 import hashlib
+import inspect
 import json
 import re
 import sqlite3
@@ -33,10 +34,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import Request
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -48,6 +49,17 @@ HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _NAMESPACE = uuid.UUID("6f1d9d0e-8f5e-4a55-9a57-2b6f3f6e0a15")
+
+KEY_DESCRIPTION = (
+    "Makes a retry of this request answer the first answer instead of enrolling again (also "
+    "after a crash): one key (e.g. a UUID) per request, reused only for its retries."
+)
+KEY_PARAMETER = inspect.Parameter(
+    "idempotency_key",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[str | None, Header(alias=HEADER, description=KEY_DESCRIPTION)],
+)
 
 _current: contextvars.ContextVar[IdContext | None] = contextvars.ContextVar(
     "reid_idempotency", default=None
@@ -82,7 +94,10 @@ def new_tracklet_id() -> str:
 
 def read_key(request: Request) -> str | None:
     """The request's Idempotency-Key, checked; ``None`` when it sends none."""
-    key = request.headers.get(HEADER)
+    return check_key(request.headers.get(HEADER))
+
+
+def check_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not _KEY.match(key):
@@ -228,7 +243,7 @@ def idempotent(rebuild: Rebuild, status: int = 201) -> Callable[[Handler], Handl
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
-        async def wrapper(request: Request) -> Any:
+        async def wrapper(request: Request, **_: Any) -> Any:
             key = read_key(request)
             if key is None:
                 return await handler(request)
@@ -260,6 +275,11 @@ def idempotent(rebuild: Rebuild, status: int = 201) -> Callable[[Handler], Handl
                 await anyio.to_thread.run_sync(store.put, scope, key, stored)
                 return answer
 
+        # Documented in OpenAPI as a header parameter; the wrapper reads it from the request.
+        signature = inspect.signature(handler)
+        wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*signature.parameters.values(), KEY_PARAMETER]
+        )
         return wrapper
 
     return decorate

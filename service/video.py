@@ -92,8 +92,13 @@ def cut_crop(frame: np.ndarray, box: Box) -> np.ndarray:
     # Visible part in frame pixels, and where it lands in the crop.
     x0, y0 = max(0, math.floor(left)), max(0, math.floor(top))
     x1, y1 = min(fw, math.ceil(left + width)), min(fh, math.ceil(top + height))
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"box on frame {box.frame} (line {box.line}) is outside the frame")
+    if x1 <= x0 or y1 <= y0:  # a frame smaller than the first one (a resolution change)
+        raise ApiError(
+            422,
+            "box_outside_frame",
+            f"tracks line {box.line}: the box on frame {box.frame} lies outside that "
+            f"{fw}x{fh} frame",
+        )
     c0 = min(max(round((x0 - left) * sx), 0), out_w - 1)
     r0 = min(max(round((y0 - top) * sy), 0), out_h - 1)
     c1 = min(max(round((x1 - left) * sx), c0 + 1), out_w)

@@ -21,19 +21,22 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from service.idempotency import (
+    HEADER,
+    KEY_DESCRIPTION,
     REPLAYED_HEADER,
     IdContext,
     IdempotencyStore,
     KeyLocks,
     StoredAnswer,
+    check_key,
     check_reuse,
     key_scope,
-    read_key,
 )
+from service.gallery import GalleryError
 from service.jobs import JobHandle, JobRegistry, JobStore
 from service.schemas import ApiError, ErrorResponse
 from service.security import API_KEY_HEADER, ApiKeys, Scope, require
@@ -130,6 +133,10 @@ def _work(job: Accepted, runtime: Any, loop: asyncio.AbstractEventLoop):
                 rerank = runtime.rerank_default if job.fields.rerank is None else job.fields.rerank
                 tracks = query_tracks(job, results, runtime, rerank)
             handle.update(tracks=tracks)
+        except GalleryError as exc:
+            # As the HTTP routes answer it: the gallery's own failure, nothing changed.
+            message = f"the gallery failed: {exc}; nothing was changed"
+            raise ApiError(503, "gallery_error", message) from exc
         finally:
             job.close()
 
@@ -284,6 +291,9 @@ def video_router(settings: Settings, keys: ApiKeys) -> APIRouter:
         request: Request,
         response: Response,
         mode: Annotated[VideoMode, Query(description="enroll (needs a write key) or query.")],
+        idempotency_key: Annotated[
+            str | None, Header(alias=HEADER, description=KEY_DESCRIPTION)
+        ] = None,
     ) -> VideoJob:
         """Multipart: ``video`` (or ``archive``/``frames`` of MOT's img1/), ``tracks`` (MOT
         text), ``camera`` and options. Answers 202 with the job; poll ``GET /videos/{job_id}``.
@@ -291,7 +301,7 @@ def video_router(settings: Settings, keys: ApiKeys) -> APIRouter:
         and never enrolls twice."""
         if mode == "enroll":
             keys.check(request.headers.get(API_KEY_HEADER), Scope.WRITE)
-        key = read_key(request)
+        key = check_key(idempotency_key)
         job, replayed = await _start(request, settings, mode, key)
         response.headers["Location"] = f"{VIDEOS_PATH}/{job.job_id}"
         if replayed:
