@@ -24,6 +24,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from pydantic import ValidationError
 
+from service.gallery import GalleryError
 from service.idempotency import (
     HEADER,
     KEY_DESCRIPTION,
@@ -36,7 +37,6 @@ from service.idempotency import (
     check_reuse,
     key_scope,
 )
-from service.gallery import GalleryError
 from service.jobs import JobHandle, JobRegistry, JobStore
 from service.schemas import ApiError, ErrorResponse
 from service.security import API_KEY_HEADER, ApiKeys, Scope, require
