@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_names(BACKENDS),
         help="gallery: backends measured through the gallery interface, e.g. faiss,milvus "
         "(default faiss; milvus runs Milvus Lite in the scratch folder and is skipped with a "
-        "note when service/milvus_gallery.py is missing)",
+        "note when the milvus extra is not installed)",
     )
     common.add_argument(
         "--backend-max-size",

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from service.backends import BACKENDS as GALLERY_BACKENDS
+
 #: Gallery sizes of a full run; ``--sizes`` overrides them.
 FULL_GALLERY_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_GALLERY_SIZES = (300, 1_000)
@@ -20,7 +22,7 @@ QUICK_ENCODER_SHAPES = ((1, 4), (2, 4))
 FULL_CONCURRENCY = (1, 8, 32)
 QUICK_CONCURRENCY = (1, 2)
 VARIANTS = ("astpn", "atpn", "aspn", "rnncnn")
-BACKENDS = ("faiss", "milvus")
+BACKENDS = tuple(GALLERY_BACKENDS)
 
 
 @dataclass

@@ -113,7 +113,8 @@ def _torch_runner(device: str, seed: int, threads: int) -> tuple[Any, Any, Any]:
 
 
 def _ort_runner(context: Context, use_cuda: bool, threads: int) -> tuple[Any, Any]:
-    from service.encoder import INPUT_NAME, Encoder
+    from model.card import INPUT_NAME
+    from service.encoder import Encoder
 
     # The service's own Encoder opens the session, so options and providers are the ones served.
     encoder = Encoder(context.model_path(), use_cuda=use_cuda, intra_op_threads=threads)

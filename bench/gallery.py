@@ -1,5 +1,5 @@
 """Gallery: adding, searching, memory, disk and start-up at 10k / 100k / 1M tracklets, through
-the service's gallery interface (``open_gallery``), and exact against approximate FAISS indexes.
+the service's gallery interface (``service.backends``), and exact against approximate FAISS indexes.
 
 Embeddings are CLUSTERED like a trained re-id model's, not uniform noise (approximate indexes
 look far better on uniform noise than on real data, where every identity is a tight group of
@@ -11,14 +11,13 @@ Hooks for later rows:
 * ``SEARCH_MODE_FACTORIES``: the modes each factory returns are timed through the gallery
   interface: plain search, and pair re-scoring of the K = 10/50/100 nearest candidates with the
   joint attention (``rerank_search_modes``).
-* ``BACKEND_LOCATIONS``: how each backend's location is made in the scratch folder. ``milvus``
-  is measured exactly like ``faiss`` (``--backends faiss,milvus``) once
-  ``service/milvus_gallery.py`` exists; until then it is skipped with a note.
+* Backends come from the service's registry (:mod:`service.backends`), each at its default
+  location inside a scratch folder: ``--backends faiss,milvus`` measures both the same way; one
+  whose extra is not installed is skipped with a note naming the extra.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import multiprocessing
 import os
@@ -250,7 +249,8 @@ RERANK_CANDIDATES = (10, 50, 100)
 def rerank_search_modes(context: Context) -> list[SearchMode]:
     """``/query`` with ``rerank`` = K: the K nearest tracklets, their stored features read
     back, every (query, candidate) pair re-scored by the exported pair scorer (ONNX Runtime,
-    CPU, the service's code: ``service.rescoring``), then grouped to the top 10 identities."""
+    CPU, the service's code: ``service.rescoring``), then grouped to the top 10 identities and
+    their pair attentions spread over the frames, as the service answers."""
     from model.card import card_path_for, load_card
     from service.rescoring import PairScorer, rescore
 
@@ -264,6 +264,7 @@ def rerank_search_modes(context: Context) -> list[SearchMode]:
                 gallery,
                 scorer,
                 features,
+                features.shape[0],
                 candidates,
                 TOP_K,
                 group_by_identity=True,
@@ -284,26 +285,13 @@ SEARCH_MODE_FACTORIES: list[Callable[[Context], list[SearchMode]]] = [
 ]
 
 
-#: backend -> (module that must exist, location inside a scratch folder)
-BACKEND_LOCATIONS: dict[str, tuple[str, Callable[[Path], Path]]] = {
-    "faiss": ("service.faiss_gallery", lambda folder: folder / "gallery"),
-    # Milvus Lite: a local file URI runs Milvus embedded.
-    "milvus": ("service.milvus_gallery", lambda folder: folder / "milvus.db"),
-}
-
-
 def backend_missing(backend: str) -> str | None:
     """Why ``backend`` cannot be measured here, or None."""
-    if backend not in BACKEND_LOCATIONS:
-        return f"unknown backend {backend!r}; known: {sorted(BACKEND_LOCATIONS)}"
-    module = BACKEND_LOCATIONS[backend][0]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ImportError:
-        found = False
-    if not found:
-        return f"`{module}` does not exist in this checkout"
-    return None
+    from service.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        return f"unknown backend {backend!r}; known: {sorted(BACKENDS)}"
+    return BACKENDS[backend].missing()
 
 
 # ----------------------------------------------------------------------- memory and reopening
@@ -342,12 +330,13 @@ def reopen_probe(backend: str, location: str, version: str, dim: int) -> dict[st
     """Runs in a fresh process: open an existing gallery, as the service does at start.
 
     Imports happen before the baseline so only the gallery's own data is counted."""
-    from service.gallery import ModelSignature, open_gallery
+    from service.backends import get_backend
+    from service.gallery import ModelSignature
 
-    importlib.import_module(BACKEND_LOCATIONS[backend][0])
+    backend_class = get_backend(backend).gallery_class()
     before = tree_rss_bytes()
     t0 = time.perf_counter()
-    gallery = open_gallery(backend, location, ModelSignature(version, dim))
+    gallery = backend_class(location, ModelSignature(version, dim))
     load_s = time.perf_counter() - t0
     gallery.search(np.zeros(dim, np.float32), TOP_K)  # a lazily built index is built now
     first_search_s = time.perf_counter() - t0 - load_s
@@ -428,13 +417,14 @@ def measure_backend(
     repeats: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Fill a fresh gallery with ``data``, then time adds, searches and a reopen."""
-    from service.gallery import open_gallery
+    from service.backends import get_backend
 
     config = context.config
     count = len(data.embeddings)
     singles = min(20 if not config.quick else 5, count // 2)
-    location = BACKEND_LOCATIONS[backend][1](folder)
-    gallery = open_gallery(backend, str(location), signature)
+    # Each backend's own default place, with the scratch folder as the data directory.
+    location = get_backend(backend).default_location(folder)
+    gallery = get_backend(backend).open(str(location), signature)
     try:
         bulk_s = prefill(
             gallery,
@@ -613,7 +603,7 @@ def run(context: Context) -> PartResult:
             f"~{model.pair_cosine}, unit-ish norms; "
             "the generator is `bench.gallery.EmbeddingModel`), each tracklet stored with 16 "
             "steps of features as the service stores them. Backends are driven through "
-            "`service.gallery.open_gallery` (what the service runs); the index comparison uses "
+            "`service.backends` (what the service runs); the index comparison uses "
             f"raw FAISS on the same vectors. Recall@{TOP_K} is against exact search, over "
             f"{config.gallery_queries} queries that are new tracklets of enrolled identities."
         ),

@@ -17,13 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +34,7 @@ from tqdm import tqdm
 from bench.common import Context
 from bench.gallery import clustered_embeddings, prefill
 from bench.report import ROOT, PartResult, Table, format_value
+from bench.server import ServiceProcess
 
 DESCRIPTION = (
     "The service as deployed (`uvicorn service.app:app` in its own process on 127.0.0.1, "
@@ -48,95 +46,6 @@ DESCRIPTION = (
 )
 FRAMES_PER_TRACKLET = 16
 DISTINCT_TRACKLETS = 8  # request bodies cycled through (distinct people and cameras)
-
-
-# ----------------------------------------------------------------------------- the server
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServiceServer:
-    """``uvicorn service.app:app`` on 127.0.0.1 in its own process; a context manager that
-    always stops it."""
-
-    def __init__(self, model_path: Path, data_dir: Path, env: Mapping[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"server-{self.port}.log"
-        self.env = {
-            **server_environment({}),
-            "PYTHONPATH": str(ROOT),
-            "REID_MODEL_PATH": str(model_path),
-            "REID_DATA_DIR": str(data_dir),
-            "REID_HOST": "127.0.0.1",
-            "REID_PORT": str(self.port),
-            "REID_LOG_LEVEL": "warning",
-            **env,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ServiceServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self, timeout: float = 300.0) -> ServiceServer:
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "service.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the service exited with {self.process.returncode} before it was ready:\n"
-                    + self.log_tail()
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the service was not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-    def log_tail(self, chars: int = 4000) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def ready(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/readyz", timeout=60) as response:
-            return json.loads(response.read())
 
 
 # ---------------------------------------------------------------------------- the requests
@@ -286,16 +195,10 @@ def run_load_generator(
         )
 
 
-def server_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The benchmark's own REID_* settings only: a REID_API_KEYS_* or REID_GALLERY_BACKEND
-    left in the caller's shell would otherwise change what is measured."""
-    base = {key: value for key, value in os.environ.items() if not key.startswith("REID_")}
-    return {**base, **env}
-
-
 def run(context: Context) -> PartResult:
     from model.card import card_path_for, load_card
-    from service.gallery import ModelSignature, open_gallery
+    from service.backends import DEFAULT_BACKEND, open_gallery
+    from service.gallery import ModelSignature
     from service.settings import Settings
 
     config = context.config
@@ -309,10 +212,10 @@ def run(context: Context) -> PartResult:
     # Prefill through the gallery interface, where the service will look for it.
     data_dir = folder / "data"
     location = Settings(
-        data_dir=data_dir, model_path=model_path, gallery_backend="faiss"
+        data_dir=data_dir, model_path=model_path, gallery_backend=DEFAULT_BACKEND
     ).gallery_location()
     data = clustered_embeddings(config.http_gallery_size, 0, config.seed)
-    with open_gallery("faiss", location, signature) as gallery:
+    with open_gallery(DEFAULT_BACKEND, location, signature) as gallery:
         prefill_s = prefill(
             gallery, data, config.seed, progress=config.progress, desc="http prefill"
         )
@@ -340,12 +243,12 @@ def run(context: Context) -> PartResult:
     points = [(operation, users) for users in config.concurrency for operation in OPERATIONS]
     for batching in (True, False):
         env = {
-            "REID_GALLERY_BACKEND": "faiss",
+            "REID_GALLERY_BACKEND": DEFAULT_BACKEND,
             "REID_BATCHING": "true" if batching else "false",
             # Plain queries: re-scoring has its own rows (see the module's hook).
             "REID_RERANK": "0",
         }
-        with ServiceServer(model_path, data_dir, env) as server:
+        with ServiceProcess(model_path, data_dir, env) as server:
             ready = server.ready()
             spec_path = folder / f"spec-{server.port}.json"
             out_path = folder / f"result-{server.port}.json"

@@ -51,14 +51,10 @@ def _dataset(root: Path, identities: int, seed: int) -> Path:
 
 def _clip_building_ms(root: Path, seed: int, batch_pairs: int, min_seconds: float) -> float:
     """Median ms to build one mini-batch of clips (the trainer's ``build_pair_batch``)."""
+    from training.augment import AugmentConfig
     from training.datasets import build_dataset
-    from training.sequences import (
-        AugmentConfig,
-        PairSampler,
-        batch_rng,
-        build_pair_batch,
-        load_sequences,
-    )
+    from training.sampling import PairSampler, batch_rng, build_pair_batch
+    from training.sequences import load_sequences
 
     split = build_dataset("synthetic", root).split(0)
     identities = sorted({t.identity for t in split.train})

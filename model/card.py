@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from model.preprocessing import CHANNELS, CROP_SIZE, FRAME_SIZE, preprocessing_config
+from model.preprocessing import PAPER_INPUT, InputSpec
 
 CARD_FORMAT = "astpn-model-card/1"
 INPUT_NAME = "frames"
@@ -64,7 +64,7 @@ class CardError(ValueError):
 
 
 class PreprocessingMismatch(CardError):
-    """The card's preprocessing differs from the running code's ``preprocessing_config()``."""
+    """The card's preprocessing is not one the running code reproduces exactly."""
 
 
 def card_path_for(onnx_path: str | os.PathLike[str]) -> Path:
@@ -130,8 +130,10 @@ def build_card(
     torch_version: str | None = None,
     created: dt.datetime | None = None,
     pair_scorer: Mapping[str, Any] | None = None,
+    input_spec: InputSpec = PAPER_INPUT,
+    backbone: str = "paper",
 ) -> dict[str, Any]:
-    """The card of a freshly exported model, with this code's input and preprocessing."""
+    """The card of a freshly exported model, with its input spec as this code runs it."""
     roles = dict(roles) if roles is not None else default_roles(variant)
     _check_roles(roles)
     training_record = {"dataset": None, "command": None, "metrics": {}}
@@ -143,16 +145,17 @@ def build_card(
             "name": name,
             "version": version,
             "variant": variant,
+            "backbone": backbone,
             "input": {
                 "name": INPUT_NAME,
                 "layout": INPUT_LAYOUT,
-                "shape": ["B", "T", len(CHANNELS), *CROP_SIZE],
+                "shape": ["B", "T", len(input_spec.channels), *input_spec.crop_size],
                 "dtype": "float32",
-                "channels": list(CHANNELS),
-                "frame_size": list(FRAME_SIZE),
-                "crop_size": list(CROP_SIZE),
+                "channels": list(input_spec.channels),
+                "frame_size": list(input_spec.frame_size),
+                "crop_size": list(input_spec.crop_size),
             },
-            "preprocessing": preprocessing_config(),
+            "preprocessing": input_spec.config(),
             "embedding_size": int(embedding_size),
             "distance": "euclidean",
             "roles": roles,
@@ -247,8 +250,8 @@ def verify_card(
     """Refuse a card that does not vouch for ``onnx_path`` or for this code's preprocessing.
 
     Checks, in order: the schema, the sha256 of the ``.onnx`` file, and (unless
-    ``check_preprocessing`` is false) that the recorded preprocessing equals the running
-    ``preprocessing_config()``. Raises ``CardError`` (``PreprocessingMismatch`` for the last)
+    ``check_preprocessing`` is false) that the running code reproduces the recorded
+    preprocessing (``input_spec_of``). Raises ``CardError`` (``PreprocessingMismatch`` for the last)
     or ``OSError`` if the model file cannot be read.
     """
     check_schema(card)
@@ -274,27 +277,25 @@ def verify_card(
                 "`python -m training export`"
             )
     if check_preprocessing:
-        expected = _json_normalised(preprocessing_config())
-        recorded = _json_normalised(card["preprocessing"])
-        if recorded != expected:
-            differing = _differing_keys(recorded, expected)
-            raise PreprocessingMismatch(
-                f"the model was made with preprocessing version {_version(recorded)} but this "
-                f"code runs version {_version(expected)} (model/preprocessing.py); settings that "
-                f"differ: {', '.join(differing) or 'the whole record'}. Feeding it these inputs "
-                "would give meaningless embeddings: re-train or re-export the model with this "
-                "code, or run the code version the model was made with"
-            )
+        input_spec_of(card)
+
+
+def input_spec_of(card: Mapping[str, Any]) -> InputSpec:
+    """The input spec a card records; ``PreprocessingMismatch`` when this code would not
+    produce exactly the recorded preprocessing (another code version made the model)."""
+    recorded = _json_normalised(card["preprocessing"])
+    try:
+        return InputSpec.from_config(recorded)
+    except ValueError as exc:
+        raise PreprocessingMismatch(
+            f"the model was made with preprocessing version {_version(recorded)} that this code "
+            f"(model/preprocessing.py) does not reproduce: {exc}. Feeding it these inputs "
+            "would give meaningless embeddings: re-train or re-export the model with this "
+            "code, or run the code version the model was made with"
+        ) from exc
 
 
 def _version(config: Any) -> str:
     if isinstance(config, dict) and "version" in config:
         return repr(config["version"])
     return "unknown"
-
-
-def _differing_keys(recorded: Any, expected: Any) -> list[str]:
-    if not isinstance(recorded, dict) or not isinstance(expected, dict):
-        return []
-    keys = sorted(set(recorded) | set(expected))
-    return [key for key in keys if recorded.get(key) != expected.get(key)]

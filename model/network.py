@@ -2,11 +2,16 @@
 temporal pooling, and its three ablations.
 
 Shapes follow the paper's Table 1 for a 5 x 56 x 40 input frame (Y, U, V, flow-x, flow-y); see
-docs/model.md for the layer table and for every choice the paper leaves open.
+docs/model.md for the layer table and for every choice the paper leaves open. The frame CNN is a
+registered backbone (``model/backbones.py``): the paper's three-layer CNN, or an ImageNet
+MobileNetV2; the input (size, colour channels, flow) is the model's
+:class:`model.preprocessing.InputSpec`, kept with it in checkpoints and model cards. Colour
+normalisation that the spec leaves to the network (``rgb`` input) happens inside ``forward``,
+so an exported model cannot drift from its training.
 
 Two things are written with ONNX export in mind:
 
-* the spatial pyramid uses static Python-int bin edges computed once for the known 21 x 17 map
+* the spatial pyramid uses static Python-int bin edges computed once for the known map size
   (``AdaptiveMaxPool2d`` does not export on a map that its bin counts do not divide);
 * the recurrence runs as a plain Python loop in eager mode (fast for T = 16 training clips, and
   it supports the recurrent-path dropout) but as ``torch.ops.higher_order.scan`` while
@@ -24,15 +29,22 @@ from torch import nn
 from torch._higher_order_ops.scan import scan
 from torch.nn import functional as F
 
+from model.backbones import build_backbone
+from model.preprocessing import CHANNELS, PAPER_INPUT, InputSpec
+
 VARIANTS = ("rnncnn", "aspn", "atpn", "astpn")
 #: Variants whose temporal pooling is the joint attention of eq. 3-5 (the others average).
 ATTENTION_VARIANTS = ("atpn", "astpn")
 #: Variants whose CNN ends in spatial pyramid pooling (the others in a 2 x 2 max-pool).
 SPP_VARIANTS = ("aspn", "astpn")
 
-INPUT_CHANNELS = 5
-INPUT_SIZE = (56, 40)  # (H, W); equals model.preprocessing.CROP_SIZE
+INPUT_CHANNELS = len(CHANNELS)
+INPUT_SIZE = PAPER_INPUT.crop_size  # (H, W) of the paper's input
 SPP_LEVELS = (8, 4, 2, 1)
+#: Per-channel mean and std that ``rgb`` inputs are normalised with inside the network: the
+#: ImageNet statistics, which pretrained backbones expect and which suit scratch training too.
+RGB_MEAN = (0.485, 0.456, 0.406)
+RGB_STD = (0.229, 0.224, 0.225)
 
 
 class PairPooling(NamedTuple):
@@ -74,10 +86,6 @@ def adaptive_bins(size: int, bins: int) -> list[tuple[int, int]]:
     return [(i * size // bins, -(-(i + 1) * size // bins)) for i in range(bins)]
 
 
-def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [nn.Conv2d(in_channels, out_channels, kernel_size=5, stride=1, padding=4), nn.Tanh()]
-
-
 class SpatialPyramidPool(nn.Module):
     """Max-pooling over 8x8, 4x4, 2x2 and 1x1 adaptive bins of a fixed-size map; each level laid
     out like ``AdaptiveMaxPool2d(n)(x).flatten(1)`` (channel-major), finest level first.
@@ -101,7 +109,7 @@ class SpatialPyramidPool(nn.Module):
         if x.shape[-2:] != (self.height, self.width):
             raise ValueError(
                 f"spatial pyramid built for {self.height}x{self.width} maps, got "
-                f"{tuple(x.shape[-2:])}: the input frames must be {INPUT_SIZE[0]}x{INPUT_SIZE[1]}"
+                f"{tuple(x.shape[-2:])}: the input frames have the wrong size"
             )
         if torch.compiler.is_exporting():
             return self.forward_static(x)
@@ -195,7 +203,8 @@ class ASTPN(nn.Module):
 
     ``variant``: ``rnncnn`` (max-pool CNN + mean pooling), ``aspn`` (SPP + mean), ``atpn``
     (max-pool + attention), ``astpn`` (SPP + attention). ``num_identities`` sizes the identity
-    classifier used by the training loss (0: no classifier, e.g. for export).
+    classifier used by the training loss (0: no classifier, e.g. for export). ``backbone`` names
+    the frame CNN (``model.backbones``) and ``input_spec`` the input it takes.
     """
 
     def __init__(
@@ -204,6 +213,8 @@ class ASTPN(nn.Module):
         num_identities: int = 0,
         feature_dim: int = 128,
         dropout: float = 0.6,
+        backbone: str = "paper",
+        input_spec: InputSpec = PAPER_INPUT,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -214,25 +225,25 @@ class ASTPN(nn.Module):
         self.num_identities = num_identities
         self.feature_dim = feature_dim
         self.dropout_p = dropout
+        self.backbone = backbone
+        self.input_spec = input_spec
 
-        self.conv = nn.Sequential(
-            *_conv_block(INPUT_CHANNELS, 16),
-            nn.MaxPool2d(2),
-            *_conv_block(16, 32),
-            nn.MaxPool2d(2),
-            *_conv_block(32, 32),
-        )
-        map_h, map_w = self.conv_map_size()
+        self.conv = build_backbone(backbone)
+        channels = self.conv.out_channels
+        map_h, map_w = self.conv.map_size(input_spec.crop_size)
         if variant in SPP_VARIANTS:
-            self.spatial: nn.Module = SpatialPyramidPool(map_h, map_w)
-            spatial_size = 32 * self.spatial.bins_per_channel()
+            self.spatial: nn.Module = SpatialPyramidPool(map_h, map_w, self.conv.spp_levels)
+            spatial_size = channels * self.spatial.bins_per_channel()
         else:
             self.spatial = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(1))
-            spatial_size = 32 * (map_h // 2) * (map_w // 2)
+            spatial_size = channels * (map_h // 2) * (map_w // 2)
+        if spatial_size < 1:
+            raise ValueError(f"input {input_spec.crop_size} is too small for {backbone}")
         self.spatial_size = spatial_size
         self.feature_dropout = nn.Dropout(dropout)
         self.input_layer = nn.Linear(spatial_size, feature_dim)  # U r_t of eq. 2
         self.recurrent = RecurrentLayer(feature_dim, dropout)
+        self._colour_normalisation(input_spec)
 
         if variant in ATTENTION_VARIANTS:
             # U of eq. 3. Scaled so that P U G^T starts well inside tanh's linear range: the
@@ -244,15 +255,21 @@ class ASTPN(nn.Module):
             self.register_parameter("attention", None)
         self.classifier = nn.Linear(feature_dim, num_identities) if num_identities else None
 
-    @staticmethod
-    def conv_map_size() -> tuple[int, int]:
-        """(H, W) of conv3's output for a 56 x 40 input: 21 x 17."""
-        h, w = INPUT_SIZE
-        for pool in (True, True, False):
-            h, w = h + 4, w + 4  # 5x5 kernel, padding 4: +4 per side pair
-            if pool:
-                h, w = h // 2, w // 2
-        return h, w
+    def _colour_normalisation(self, spec: InputSpec) -> None:
+        """``rgb`` inputs arrive in [0, 1]: scale and shift them here (mean 0 / std 1 for the
+        flow channels, which preprocessing already scaled)."""
+        if spec.colour == "rgb":
+            mean = torch.tensor([*RGB_MEAN, 0.0, 0.0]).view(1, -1, 1, 1)
+            scale = 1.0 / torch.tensor([*RGB_STD, 1.0, 1.0]).view(1, -1, 1, 1)
+            self.register_buffer("input_mean", mean, persistent=False)
+            self.register_buffer("input_scale", scale, persistent=False)
+        else:
+            self.input_mean = None
+            self.input_scale = None
+
+    def conv_map_size(self) -> tuple[int, int]:
+        """(H, W) of the backbone's map for this model's crop (paper: 21 x 17 for 56 x 40)."""
+        return self.conv.map_size(self.input_spec.crop_size)
 
     @property
     def uses_attention(self) -> bool:
@@ -260,21 +277,34 @@ class ASTPN(nn.Module):
 
     # ------------------------------------------------------------------ one branch
 
-    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, 5, 56, 40) -> (B, T, N): the per-frame terms U r_t (before the recurrence)."""
-        if x.dim() != 5 or tuple(x.shape[2:]) != (INPUT_CHANNELS, *INPUT_SIZE):
+    def frame_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, 5, H, W) -> (B, T, N): the per-frame terms U r_t (before the recurrence).
+
+        With a (B, T) ``mask`` only the real frames go through the CNN and padded steps get
+        zeros: padding then costs nothing and cannot shift batch-normalisation statistics.
+        """
+        expected = (INPUT_CHANNELS, *self.input_spec.crop_size)
+        if x.dim() != 5 or tuple(x.shape[2:]) != expected:
             raise ValueError(
-                f"expected frames of shape (B, T, {INPUT_CHANNELS}, {INPUT_SIZE[0]}, "
-                f"{INPUT_SIZE[1]}), got {tuple(x.shape)}"
+                f"expected frames of shape (B, T, {', '.join(map(str, expected))}), "
+                f"got {tuple(x.shape)}"
             )
         b, t = x.shape[0], x.shape[1]
-        r = self.spatial(self.conv(x.reshape(b * t, *x.shape[2:])))
-        u = self.input_layer(self.feature_dropout(r))
+        frames = x.reshape(b * t, *x.shape[2:])
+        real = None if mask is None else mask.reshape(b * t)
+        if real is not None:
+            frames = frames[real]
+        if self.input_mean is not None:
+            frames = (frames - self.input_mean) * self.input_scale
+        u = self.input_layer(self.feature_dropout(self.spatial(self.conv(frames))))
+        if real is not None:
+            u = u.new_zeros(b * t, self.feature_dim).index_put((real,), u)
         return u.reshape(b, t, self.feature_dim)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, 5, 56, 40) -> (B, T, N): the recurrent outputs o_t (the rows of P or G)."""
-        return self.recurrent(self.frame_features(x))
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, 5, H, W) -> (B, T, N): the recurrent outputs o_t (the rows of P or G).
+        ``mask``: see :meth:`frame_features` (padding must follow the real frames)."""
+        return self.recurrent(self.frame_features(x, mask))
 
     # ------------------------------------------------------------------ pooling
 

@@ -6,13 +6,7 @@ starts the app (its lifespan), so a missing model fails the start with a clear m
 
 from __future__ import annotations
 
-import logging
-
 from service.api import create_app
-from service.settings import Settings
+from service.cli import entry_settings
 
-settings = Settings()
-logging.basicConfig(
-    level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-)
-app = create_app(settings)
+app = create_app(entry_settings("uvicorn service.app:app"))

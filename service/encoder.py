@@ -1,11 +1,12 @@
 """Preprocessed tracklets -> embeddings, through ONNX Runtime (never torch).
 
-The exported model (see docs/architecture.md) takes ``frames`` (B, T, 5, 56, 40) and gives both
+The exported model (see docs/architecture.md) takes ``frames`` (B, T, 5, H, W) and gives both
 self-pairing embeddings; the model card's ``roles`` says which one enrolment uses (``gallery``)
-and which one queries use (``probe``). The card is checked before the model is trusted: a missing
-card, an ONNX file whose sha256 differs from the card's, or a card whose preprocessing differs
-from the running :func:`model.preprocessing.preprocessing_config` is refused, because every one of
-those would silently give wrong distances.
+and which one queries use (``probe``), and its ``preprocessing`` record is the input spec
+(:class:`model.preprocessing.InputSpec`) the service prepares frames with (``Encoder.spec``). The
+card is checked before the model is trusted: a missing card, an ONNX file whose sha256 differs
+from the card's, or a card whose preprocessing this code does not reproduce exactly is refused,
+because every one of those would silently give wrong distances.
 
 Long tracklets are evenly subsampled to ``max_embedded_frames`` before the network sees them
 (after preprocessing, so optical flow is still computed between consecutive uploaded frames, as in
@@ -27,20 +28,20 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from model.card import CardError, PreprocessingMismatch, card_path_for, load_card, verify_card
-from model.preprocessing import CHANNELS, CROP_SIZE
+from model.card import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    ROLE_NAMES,
+    CardError,
+    PreprocessingMismatch,
+    card_path_for,
+    input_spec_of,
+    load_card,
+    verify_card,
+)
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "frames"
-REQUIRED_OUTPUTS = (
-    "embedding_probe",
-    "embedding_gallery",
-    "attention_probe",
-    "attention_gallery",
-    "features",
-)
-ROLES = ("enroll", "query")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -77,6 +78,17 @@ def spread_attention(weights: np.ndarray, indices: np.ndarray, length: int) -> n
     owner = np.abs(np.arange(length)[:, None] - indices[None, :]).argmin(axis=1)
     share = np.bincount(owner, minlength=len(indices)).astype(np.float64)
     return (weights[owner] / share[owner]).astype(np.float32)
+
+
+def frame_attention(weights: np.ndarray, num_frames: int) -> np.ndarray:
+    """Attention over a tracklet's embedded frames -> one weight per uploaded frame.
+
+    The embedded frames are the ones :func:`subsample_indices` picks out of ``num_frames`` for
+    as many weights as there are, so this is right for any attention computed on them: the
+    encoder's own, and the pair scorer's on features the gallery stored at enrolment.
+    """
+    chosen = subsample_indices(num_frames, len(weights))
+    return spread_attention(weights, chosen, num_frames)
 
 
 def open_session(path: Path, use_cuda: bool, intra_op_threads: int = 0) -> ort.InferenceSession:
@@ -125,8 +137,10 @@ class Encoder:
         self.version = str(self.card["version"])
         self.variant = self.card.get("variant")
         self.embedding_size = int(self.card["embedding_size"])
+        #: How uploaded frames become this model's input (checked by verify_card above).
+        self.spec = input_spec_of(self.card)
         # load_card has checked that each role names "probe" or "gallery".
-        self.roles: dict[str, str] = {role: str(self.card["roles"][role]) for role in ROLES}
+        self.roles: dict[str, str] = {role: str(self.card["roles"][role]) for role in ROLE_NAMES}
         self.available_providers = list(ort.get_available_providers())
         self.session = open_session(self.model_path, use_cuda, intra_op_threads)
         self.provider = self.session.get_providers()[0]
@@ -175,11 +189,11 @@ class Encoder:
     def _check_signature(self) -> None:
         inputs = {item.name: item for item in self.session.get_inputs()}
         outputs = {item.name for item in self.session.get_outputs()}
-        missing = [name for name in REQUIRED_OUTPUTS if name not in outputs]
+        missing = [name for name in OUTPUT_NAMES if name not in outputs]
         if INPUT_NAME not in inputs or missing:
             raise ModelLoadError(
                 f"model {self.model_path} is not an exported ASTPN model: it needs input "
-                f"{INPUT_NAME!r} and outputs {list(REQUIRED_OUTPUTS)} (missing: {missing})"
+                f"{INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)} (missing: {missing})"
             )
 
     # -- inference -------------------------------------------------------------------------
@@ -189,7 +203,8 @@ class Encoder:
         return min(length, self.max_embedded_frames)
 
     def embed(self, tracklets: Sequence[np.ndarray], role: str | Sequence[str]) -> list[Embedded]:
-        """Preprocessed tracklets (each float32 (T, 5, 56, 40)) -> one :class:`Embedded` each.
+        """Preprocessed tracklets (each float32 (T, 5, *spec.crop_size)) -> one
+        :class:`Embedded` each.
 
         ``role`` is ``"enroll"`` or ``"query"`` (one for all, or one per tracklet). Tracklets of
         equal embedded length share one ONNX Runtime call; different lengths run separately,
@@ -199,11 +214,11 @@ class Encoder:
         if len(roles) != len(tracklets):
             raise ValueError("one role per tracklet")
         for item in roles:
-            if item not in ROLES:
-                raise ValueError(f"unknown role {item!r}: use one of {ROLES}")
+            if item not in ROLE_NAMES:
+                raise ValueError(f"unknown role {item!r}: use one of {ROLE_NAMES}")
         indices = []
         for x in tracklets:
-            expected = (len(CHANNELS), *CROP_SIZE)
+            expected = (len(self.spec.channels), *self.spec.crop_size)
             if x.ndim != 4 or x.shape[1:] != expected or x.shape[0] == 0:
                 raise ValueError(
                     f"expected a (T, {', '.join(map(str, expected))}) array, got {x.shape}"
@@ -221,8 +236,8 @@ class Encoder:
                 which = self.roles[roles[i]]
                 results[i] = Embedded(
                     embedding=outputs[f"embedding_{which}"][row].astype(np.float32),
-                    attention=spread_attention(
-                        outputs[f"attention_{which}"][row], indices[i], tracklets[i].shape[0]
+                    attention=frame_attention(
+                        outputs[f"attention_{which}"][row], tracklets[i].shape[0]
                     ),
                     features=outputs["features"][row].astype(np.float32),
                 )
@@ -230,9 +245,9 @@ class Encoder:
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        values = self.session.run(list(REQUIRED_OUTPUTS), {INPUT_NAME: batch})
+        values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         if self.on_run is not None:
             self.on_run(
                 batch.shape[0], batch.shape[0] * batch.shape[1], time.perf_counter() - start
             )
-        return dict(zip(REQUIRED_OUTPUTS, values, strict=True))
+        return dict(zip(OUTPUT_NAMES, values, strict=True))

@@ -26,6 +26,20 @@ from typing import Any
 import faiss
 import numpy as np
 
+from service.faiss_store import (
+    INSERT,
+    META_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Transaction,
+    database_path,
+    features_from_blob,
+    filter_clauses,
+    from_row,
+    is_filtering,
+    rows_for_ids,
+    to_row,
+)
 from service.gallery import (
     Gallery,
     GalleryError,
@@ -34,46 +48,16 @@ from service.gallery import (
     Match,
     ModelSignature,
     SearchFilters,
+    StoredFeatures,
     TrackletExists,
     TrackletRecord,
     check_records,
     from_epoch_us,
-    to_epoch_us,
+    query_vector,
 )
+from service.selection import select_nearest
 
 log = logging.getLogger(__name__)
-
-DB_NAME = "gallery.sqlite3"
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tracklets (
-    -- The FAISS id. AUTOINCREMENT: an id is never reused after a delete, so a stale FAISS entry
-    -- could never be mistaken for a newer tracklet.
-    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tracklet_id TEXT NOT NULL UNIQUE,
-    identity TEXT NOT NULL,
-    camera TEXT,
-    start_us INTEGER,            -- epoch microseconds, UTC
-    end_us INTEGER,
-    created_us INTEGER NOT NULL,
-    metadata TEXT NOT NULL,      -- JSON object
-    num_frames INTEGER NOT NULL,
-    feature_dim INTEGER NOT NULL,
-    embedding BLOB NOT NULL,     -- float32 (D,)
-    features BLOB NOT NULL,      -- float16 (T, F), row-major
-    attention BLOB NOT NULL      -- float32 (T,)
-);
-CREATE INDEX IF NOT EXISTS tracklets_identity ON tracklets (identity);
-CREATE INDEX IF NOT EXISTS tracklets_camera ON tracklets (camera);
-"""
-
-# Columns of a record read without its features.
-_META_COLUMNS = (
-    "tracklet_id, identity, camera, start_us, end_us, created_us, metadata, num_frames, "
-    "feature_dim, embedding, attention"
-)
 
 
 @dataclass(frozen=True)
@@ -83,58 +67,6 @@ class _Live:
     tracklet_id: str
     identity: str
     camera: str | None
-
-
-def database_path(directory: str | Path) -> Path:
-    return Path(directory) / DB_NAME
-
-
-def read_signature(directory: str | Path) -> ModelSignature | None:
-    """The signature recorded in the gallery at ``directory``; None when there is none."""
-    path = database_path(directory)
-    if not path.is_file():
-        return None
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        rows = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-    except sqlite3.OperationalError:
-        return None
-    finally:
-        connection.close()
-    if "model_version" not in rows:
-        return None
-    return ModelSignature(rows["model_version"], int(rows["embedding_size"]))
-
-
-def _time_clause(filters: SearchFilters) -> tuple[list[str], list[Any]]:
-    """SQL for the filters. A span is [start, end], one instant when only one end is known; a
-    NULL span compares false, so a tracklet without times never passes a time filter."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if filters.cameras is not None:
-        cameras = list(filters.cameras)
-        clauses.append(f"camera IN ({', '.join('?' * len(cameras))})" if cameras else "0")
-        params.extend(cameras)
-    if filters.exclude_cameras:
-        excluded = list(filters.exclude_cameras)
-        clauses.append(f"(camera IS NULL OR camera NOT IN ({', '.join('?' * len(excluded))}))")
-        params.extend(excluded)
-    if filters.start_after is not None:
-        clauses.append("COALESCE(end_us, start_us) >= ?")
-        params.append(to_epoch_us(filters.start_after))
-    if filters.end_before is not None:
-        clauses.append("COALESCE(start_us, end_us) <= ?")
-        params.append(to_epoch_us(filters.end_before))
-    return clauses, params
-
-
-def _is_filtering(filters: SearchFilters | None) -> bool:
-    return filters is not None and (
-        filters.cameras is not None
-        or bool(filters.exclude_cameras)
-        or filters.start_after is not None
-        or filters.end_before is not None
-    )
 
 
 class FaissGallery(Gallery):
@@ -155,7 +87,7 @@ class FaissGallery(Gallery):
             # FULL: the WAL is fsynced at every commit, so an acknowledged add survives power loss.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(SCHEMA)
             self._check_signature()
             self._live: dict[int, _Live] = {}
             self._cpu_index = faiss.IndexIDMap2(faiss.IndexFlatL2(signature.embedding_size))
@@ -168,6 +100,22 @@ class FaissGallery(Gallery):
         log.info("gallery at %s: %s", self.directory, self.index_description)
 
     # ------------------------------------------------------------------------------ setup
+
+    @classmethod
+    def read_signature(cls, location: str | Path) -> ModelSignature | None:
+        path = database_path(location)
+        if not path.is_file():
+            return None
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.OperationalError:
+            return None
+        finally:
+            connection.close()
+        if "model_version" not in rows:
+            return None
+        return ModelSignature(rows["model_version"], int(rows["embedding_size"]))
 
     def _check_signature(self) -> None:
         with self._transaction():
@@ -244,25 +192,20 @@ class FaissGallery(Gallery):
 
     # ---------------------------------------------------------------------------- writes
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self) -> Transaction:
+        return Transaction(self._db)
 
     def add(self, records: Sequence[TrackletRecord]) -> None:
         check_records(records, self.signature)
         if not records:
             return
-        rows = [self._row(record) for record in records]
+        rows = [to_row(record) for record in records]
         with self._lock:
             row_ids: list[int] = []
             try:
                 with self._transaction():
                     for row in rows:
-                        cursor = self._db.execute(
-                            "INSERT INTO tracklets (tracklet_id, identity, camera, start_us, "
-                            "end_us, created_us, metadata, num_frames, feature_dim, embedding, "
-                            "features, attention) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            row,
-                        )
+                        cursor = self._db.execute(INSERT, row)
                         row_ids.append(int(cursor.lastrowid or 0))
             except sqlite3.IntegrityError as exc:
                 raise self._exists_error(records) from exc
@@ -288,36 +231,9 @@ class FaissGallery(Gallery):
 
     def _exists_error(self, records: Sequence[TrackletRecord]) -> TrackletExists:
         ids = [record.tracklet_id for record in records]
-        found = [
-            row[0]
-            for start in range(0, len(ids), 500)
-            for row in self._db.execute(
-                "SELECT tracklet_id FROM tracklets WHERE tracklet_id IN "
-                f"({', '.join('?' * len(ids[start : start + 500]))})",
-                ids[start : start + 500],
-            )
-        ]
+        found = [row[0] for row in rows_for_ids(self._db, "tracklet_id", ids)]
         return TrackletExists(
             f"tracklet {found[0] if found else ids[0]!r} is already enrolled; nothing was stored"
-        )
-
-    @staticmethod
-    def _row(record: TrackletRecord) -> tuple[Any, ...]:
-        features = np.ascontiguousarray(record.features, dtype=np.float16)
-        created = record.created_at
-        return (
-            record.tracklet_id,
-            record.identity,
-            record.camera,
-            to_epoch_us(record.start_time),
-            to_epoch_us(record.end_time),
-            to_epoch_us(created) if created is not None else _now_us(),
-            json.dumps(record.metadata, ensure_ascii=False, allow_nan=False),
-            record.num_frames,
-            int(features.shape[1]),
-            np.ascontiguousarray(record.embedding, dtype=np.float32).tobytes(),
-            features.tobytes(),
-            np.ascontiguousarray(record.attention, dtype=np.float32).tobytes(),
         )
 
     def _delete_where(self, clause: str, value: str) -> int:
@@ -354,15 +270,10 @@ class FaissGallery(Gallery):
         group_by_identity: bool = True,
         max_distance: float | None = None,
     ) -> list[Match]:
-        query = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
-        if query.shape[1] != self.signature.embedding_size:
-            raise ValueError(
-                f"the query embedding has {query.shape[1]} values; the gallery stores "
-                f"{self.signature.embedding_size}"
-            )
+        query = query_vector(embedding, self.signature).reshape(1, -1)
         if top_k < 1:
             return []
-        filtering = _is_filtering(filters)
+        filtering = is_filtering(filters)
         with self._lock:
             params = None
             candidates = self._cpu_index.ntotal
@@ -379,97 +290,60 @@ class FaissGallery(Gallery):
             limit = None if max_distance is None else float(max_distance) ** 2
             while True:
                 distances, ids = index.search(query, k, params=params)
-                matches, exhausted = self._collect(
-                    distances[0], ids[0], top_k, group_by_identity, limit
+                matches, exhausted = select_nearest(
+                    self._ranked(distances[0], ids[0]),
+                    top_k,
+                    group_by_identity=group_by_identity,
+                    limit=limit,
                 )
                 if len(matches) >= top_k or k >= candidates or exhausted:
                     return matches
                 k = min(candidates, k * 4)
 
     def _allowed_ids(self, filters: SearchFilters) -> np.ndarray:
-        clauses, params = _time_clause(filters)
+        clauses, params = filter_clauses(filters)
         rows = self._db.execute(
             f"SELECT row_id FROM tracklets WHERE {' AND '.join(clauses)}", params
         ).fetchall()
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
-    def _collect(
-        self,
-        distances: np.ndarray,
-        ids: np.ndarray,
-        top_k: int,
-        group_by_identity: bool,
-        limit: float | None,
-    ) -> tuple[list[Match], bool]:
-        """Matches from one FAISS answer (nearest first), and whether a farther search could not
-        add any (the answer already reached past ``max_distance``)."""
-        matches: list[Match] = []
-        seen: set[str] = set()
+    def _ranked(self, distances: np.ndarray, ids: np.ndarray) -> Iterator[tuple[str, float, Match]]:
+        """One FAISS answer as (identity, squared distance, match), nearest first."""
         for squared, row_id in zip(distances, ids, strict=True):
             if row_id < 0:
-                break
-            if limit is not None and squared > limit:
-                return matches, True
+                return
             live = self._live.get(int(row_id))
-            if live is None:
-                continue
-            if group_by_identity:
-                if live.identity in seen:
-                    continue
-                seen.add(live.identity)
-            matches.append(
-                Match(live.tracklet_id, live.identity, live.camera, float(np.sqrt(max(squared, 0))))
-            )
-            if len(matches) == top_k:
-                break
-        return matches, False
+            if live is not None:
+                distance = float(np.sqrt(max(squared, 0)))
+                match = Match(live.tracklet_id, live.identity, live.camera, distance)
+                yield live.identity, squared, match
 
     # ----------------------------------------------------------------------------- reads
 
     def get_tracklet(self, tracklet_id: str, with_features: bool = False) -> TrackletRecord | None:
-        columns = _META_COLUMNS + (", features" if with_features else "")
+        columns = META_COLUMNS + (", features" if with_features else "")
         with self._lock:
             row = self._db.execute(
                 f"SELECT {columns} FROM tracklets WHERE tracklet_id = ?", (tracklet_id,)
             ).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else from_row(row)
 
-    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, StoredFeatures]:
         ids = list(dict.fromkeys(tracklet_ids))
-        found: dict[str, np.ndarray] = {}
+        found: dict[str, StoredFeatures] = {}
         with self._lock:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                rows = self._db.execute(
-                    "SELECT tracklet_id, feature_dim, features FROM tracklets "
-                    f"WHERE tracklet_id IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                )
-                for tracklet_id, dim, blob in rows:
-                    found[tracklet_id] = _features(blob, dim)
-        return found
-
-    def get_num_frames(self, tracklet_ids: Sequence[str]) -> dict[str, int]:
-        ids = list(dict.fromkeys(tracklet_ids))
-        found: dict[str, int] = {}
-        with self._lock:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                rows = self._db.execute(
-                    "SELECT tracklet_id, num_frames FROM tracklets "
-                    f"WHERE tracklet_id IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                )
-                found.update(dict(rows))
+            rows = rows_for_ids(self._db, "tracklet_id, feature_dim, features, num_frames", ids)
+            for tracklet_id, dim, blob, num_frames in rows:
+                found[tracklet_id] = StoredFeatures(features_from_blob(blob, dim), int(num_frames))
         return found
 
     def get_identity(self, identity: str) -> list[TrackletRecord]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_META_COLUMNS} FROM tracklets WHERE identity = ? ORDER BY row_id",
+                f"SELECT {META_COLUMNS} FROM tracklets WHERE identity = ? ORDER BY row_id",
                 (identity,),
             ).fetchall()
-        return [_record(row) for row in rows]
+        return [from_row(row) for row in rows]
 
     def list_identities(
         self, offset: int = 0, limit: int = 100
@@ -505,64 +379,16 @@ class FaissGallery(Gallery):
         while True:
             with self._lock:
                 rows = self._db.execute(
-                    f"SELECT row_id, {_META_COLUMNS}, features FROM tracklets "
+                    f"SELECT row_id, {META_COLUMNS}, features FROM tracklets "
                     "WHERE row_id > ? ORDER BY row_id LIMIT ?",
                     (last, batch_size),
                 ).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
-            yield [_record(row[1:]) for row in rows]
+            yield [from_row(row[1:]) for row in rows]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
             self._gpu_index = None
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error. IMMEDIATE takes the write lock
-    up front so a read-then-write transaction cannot fail half-way on a busy database."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
-
-
-def _now_us() -> int:
-    from datetime import UTC, datetime
-
-    value = to_epoch_us(datetime.now(UTC))
-    assert value is not None
-    return value
-
-
-def _features(blob: bytes, dim: int) -> np.ndarray:
-    # One row per embedded frame, which is fewer than num_frames for a subsampled tracklet.
-    return np.frombuffer(blob, dtype=np.float16).reshape(-1, dim).astype(np.float32)
-
-
-def _record(row: Sequence[Any]) -> TrackletRecord:
-    """A record from ``_META_COLUMNS`` (+ ``features`` when selected)."""
-    (tracklet_id, identity, camera, start, end, created, metadata, _, dim, emb, att) = row[:11]
-    features = _features(row[11], dim) if len(row) > 11 else np.zeros((0, dim), np.float32)
-    return TrackletRecord(
-        tracklet_id=tracklet_id,
-        identity=identity,
-        embedding=np.frombuffer(emb, dtype=np.float32).copy(),
-        features=features,
-        attention=np.frombuffer(att, dtype=np.float32).copy(),
-        camera=camera,
-        start_time=from_epoch_us(start),
-        end_time=from_epoch_us(end),
-        metadata=json.loads(metadata),
-        created_at=from_epoch_us(created),
-    )

@@ -1,6 +1,7 @@
 """The gallery: where enrolled tracklets live and how they are searched.
 
-One small interface, two backends chosen by the `REID_GALLERY_BACKEND` setting:
+One small interface, two backends chosen by the `REID_GALLERY_BACKEND` setting (their registry,
+names and default locations are :mod:`service.backends`; this module imports neither):
 
 * ``faiss`` (default, :mod:`service.faiss_gallery`): SQLite in WAL mode is the source of truth for
   embeddings, per-step features and metadata; a FAISS index over the embeddings is rebuilt from it
@@ -101,6 +102,15 @@ class Match:
 
 
 @dataclass(frozen=True)
+class StoredFeatures:
+    """A tracklet's per-step features and the number of frames it was enrolled with: the pair
+    scorer reads the first, and its attention is spread back over the second."""
+
+    features: np.ndarray  # float32 (T', F), one row per embedded frame
+    num_frames: int  # T >= T', the uploaded frames
+
+
+@dataclass(frozen=True)
 class IdentitySummary:
     identity: str
     num_tracklets: int
@@ -113,6 +123,12 @@ class Gallery(abc.ABC):
     """Interface of a gallery backend (see the module docstring for the contract)."""
 
     signature: ModelSignature
+
+    @classmethod
+    @abc.abstractmethod
+    def read_signature(cls, location: str) -> ModelSignature | None:
+        """The signature the gallery at ``location`` was built with, without opening it for
+        writing or creating anything; ``None`` when there is no gallery there."""
 
     @property
     def index_description(self) -> str:
@@ -138,18 +154,9 @@ class Gallery(abc.ABC):
     ) -> TrackletRecord | None: ...
 
     @abc.abstractmethod
-    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Per-step features of these tracklets (for pair-wise re-scoring)."""
-
-    def get_num_frames(self, tracklet_ids: Sequence[str]) -> dict[str, int]:
-        """How many frames each of these tracklets was enrolled with (missing ids are left
-        out). Backends may answer this without reading attention or features."""
-        found = {}
-        for tracklet_id in dict.fromkeys(tracklet_ids):
-            record = self.get_tracklet(tracklet_id)
-            if record is not None:
-                found[tracklet_id] = record.num_frames
-        return found
+    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, StoredFeatures]:
+        """What pair-wise re-scoring needs of these tracklets, in one read (missing ids are
+        left out)."""
 
     @abc.abstractmethod
     def delete_tracklet(self, tracklet_id: str) -> bool:
@@ -207,6 +214,17 @@ def from_epoch_us(value: int | None) -> datetime | None:
     return _EPOCH + timedelta(microseconds=int(value))
 
 
+def query_vector(embedding: np.ndarray, signature: ModelSignature) -> np.ndarray:
+    """A search's embedding as float32 (D,), refused when its size is not the gallery's."""
+    query = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    if query.shape[0] != signature.embedding_size:
+        raise ValueError(
+            f"the query embedding has {query.shape[0]} values; the gallery stores "
+            f"{signature.embedding_size}"
+        )
+    return query
+
+
 def check_records(records: Sequence[TrackletRecord], signature: ModelSignature) -> None:
     """Refuse a batch a backend must not store, before anything is written: wrong shapes or
     non-finite numbers (:class:`ValueError`) and ids repeated inside the batch
@@ -247,31 +265,3 @@ def check_records(records: Sequence[TrackletRecord], signature: ModelSignature) 
                 raise ValueError(f"{name}: {part} has non-finite values")
         if not np.all(np.isfinite(features.astype(np.float16))):
             raise ValueError(f"{name}: features are not finite in float16 (stored as float16)")
-
-
-def read_signature(backend: str, location: str) -> ModelSignature | None:
-    """The signature an existing gallery was built with, without opening it for writing;
-    ``None`` when there is no gallery at ``location`` (used by ``reid-gallery``)."""
-    if backend == "faiss":
-        from service.faiss_gallery import read_signature as read_faiss
-
-        return read_faiss(location)
-    if backend == "milvus":
-        from service.milvus_gallery import read_signature as read_milvus
-
-        return read_milvus(location)
-    raise ValueError(f"unknown gallery backend {backend!r}: use 'faiss' or 'milvus'")
-
-
-def open_gallery(backend: str, location: str, signature: ModelSignature) -> Gallery:
-    """Open (or create) a gallery. ``backend`` is ``faiss`` (location: a directory) or ``milvus``
-    (location: a Milvus Lite file path or an ``http(s)://`` server URI)."""
-    if backend == "faiss":
-        from service.faiss_gallery import FaissGallery
-
-        return FaissGallery(location, signature)
-    if backend == "milvus":
-        from service.milvus_gallery import MilvusGallery
-
-        return MilvusGallery(location, signature)
-    raise ValueError(f"unknown gallery backend {backend!r}: use 'faiss' or 'milvus'")

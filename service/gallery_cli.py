@@ -23,19 +23,15 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
-from service.gallery import (
-    Gallery,
-    GalleryError,
-    ModelSignature,
-    TrackletExists,
-    open_gallery,
-    read_signature,
-)
+from service.backends import BACKENDS, open_gallery, read_signature
+from service.gallery import Gallery, GalleryError, ModelSignature, TrackletExists
 
-BACKENDS = ("faiss", "milvus")
+#: ``faiss:DIR or milvus:URI``
+SPEC_FORMS = " or ".join(f"{b.name}:{b.location_kind}" for b in BACKENDS.values())
 
 
 class CliError(Exception):
@@ -51,13 +47,17 @@ class Spec:
         return f"{self.backend}:{self.location}"
 
 
+_EXAMPLES = ", ".join(
+    f"{b.name}:./{b.default_location(Path('reid-data'))}" for b in BACKENDS.values()
+)
+
+
 def parse_spec(text: str) -> Spec:
     """``BACKEND:LOCATION`` (split at the first colon, so URIs keep theirs)."""
     backend, sep, location = text.partition(":")
     if not sep or backend not in BACKENDS or not location:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a gallery SPEC: write faiss:DIR or milvus:URI (e.g. "
-            "faiss:./reid-data/gallery, milvus:./reid-data/milvus.db, "
+            f"{text!r} is not a gallery SPEC: write {SPEC_FORMS} (e.g. {_EXAMPLES}, "
             "milvus:http://localhost:19530)"
         )
     return Spec(backend, location)
@@ -180,22 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         "target is created with the source's model signature and must be empty unless --append "
         "is given. At the end both galleries are counted; a mismatch exits with status 1.",
     )
-    move.add_argument(
-        "--from",
-        dest="source",
-        type=parse_spec,
-        required=True,
-        metavar="SPEC",
-        help="the gallery to copy from (left unchanged)",
-    )
-    move.add_argument(
-        "--to",
-        dest="target",
-        type=parse_spec,
-        required=True,
-        metavar="SPEC",
-        help="the gallery to copy into (created if missing)",
-    )
+    for flag, dest, role in (
+        ("--from", "source", "the gallery to copy from (left unchanged)"),
+        ("--to", "target", "the gallery to copy into (created if missing)"),
+    ):
+        move.add_argument(
+            flag, dest=dest, type=parse_spec, required=True, metavar="SPEC", help=role
+        )
     move.add_argument(
         "--batch-size",
         type=_positive,

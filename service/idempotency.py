@@ -232,7 +232,7 @@ def existing_records(gallery: Gallery, ids: Sequence[str]) -> list[TrackletRecor
 
 
 Rebuild = Callable[[list[TrackletRecord]], BaseModel]
-Handler = Callable[[Request], Awaitable[BaseModel]]
+Handler = Callable[..., Awaitable[BaseModel]]
 
 
 def idempotent(rebuild: Rebuild, status: int = 201) -> Callable[[Handler], Handler]:
@@ -243,10 +243,10 @@ def idempotent(rebuild: Rebuild, status: int = 201) -> Callable[[Handler], Handl
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
-        async def wrapper(request: Request, **_: Any) -> Any:
-            key = read_key(request)
+        async def wrapper(request: Request, idempotency_key: str | None = None, **kwargs: Any):
+            key = check_key(idempotency_key)
             if key is None:
-                return await handler(request)
+                return await handler(request, **kwargs)
             state = request.app.state
             store: IdempotencyStore = state.idempotency
             scope, route = key_scope(request), f"{request.method} {request.url.path}"
@@ -259,7 +259,7 @@ def idempotent(rebuild: Rebuild, status: int = 201) -> Callable[[Handler], Handl
                 context = IdContext(scope, key, fingerprint)
                 token = _current.set(context)
                 try:
-                    answer = await handler(request)
+                    answer = await handler(request, **kwargs)
                 except TrackletExists:
                     gallery = state.runtime.gallery
                     records = await anyio.to_thread.run_sync(
@@ -275,8 +275,9 @@ def idempotent(rebuild: Rebuild, status: int = 201) -> Callable[[Handler], Handl
                 await anyio.to_thread.run_sync(store.put, scope, key, stored)
                 return answer
 
-        # Documented in OpenAPI as a header parameter; the wrapper reads it from the request.
-        signature = inspect.signature(handler)
+        # The handler's own parameters (its dependencies), resolved in its module, plus the
+        # header, which FastAPI then documents in OpenAPI and hands to the wrapper.
+        signature = inspect.signature(handler, eval_str=True)
         wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
             parameters=[*signature.parameters.values(), KEY_PARAMETER]
         )

@@ -97,6 +97,15 @@ class ServiceMetrics:
             }
         )
 
+    def observe_run(self, tracklets: int, frames: int, seconds: float) -> None:
+        """The encoder's observer of every ONNX Runtime call."""
+        self.batch_size.observe(tracklets)
+        self.inference_duration.observe(seconds)
+
+    def count_embedded(self, role: str, frames: int) -> None:
+        self.frames_embedded.labels(role).inc(frames)
+        self.tracklets_embedded.labels(role).inc()
+
     def track_gallery(self, count: Callable[[], int]) -> None:
         """Read the gallery size at every scrape, so it is right after any add or delete."""
         self.gallery_size.set_function(lambda: float(count()))

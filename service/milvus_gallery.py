@@ -8,36 +8,11 @@ The same code talks to Milvus Lite and to a Milvus server; only the URI differs:
   development. The index is FLAT (exact), so answers equal the faiss backend's.
 * ``http://host:19530`` (or ``https://``, optionally ``http://user:password@host:19530/dbname``)
   talks to a **Milvus standalone or cluster**: galleries larger than one machine holds, shared by
-  several service replicas. The index is HNSW (approximate, see ``_SERVER_INDEX``).
+  several service replicas. The index is HNSW (approximate, see ``milvus_schema.SERVER_INDEX``).
 
-Schema of the collection (``reid_tracklets`` unless told otherwise), one row per tracklet:
-
-==============  =====================================  =========================================
-field           type                                   content
-==============  =====================================  =========================================
-tracklet_id     VARCHAR(1024), primary key             the tracklet's id
-identity        VARCHAR(1024), INVERTED index          who it shows
-camera          VARCHAR(1024), nullable                NULL when unknown
-start_us        INT64, nullable                        start time, epoch microseconds (UTC)
-end_us          INT64, nullable                        end time, epoch microseconds (UTC)
-created_us      INT64                                  enrolment time, epoch microseconds (UTC)
-metadata        JSON                                   the metadata object
-num_frames      INT32                                  T, the uploaded frames (attention length)
-feature_dim     INT32                                  F, the width of the per-step features
-attention       ARRAY<VARCHAR(65535)>[64]              float32 (T,) little-endian, base64 chunks
-features        ARRAY<VARCHAR(65535)>[64]              float16 (T', F) little-endian, base64 chunks
-embedding       FLOAT_VECTOR(D), metric L2             the embedding searched
-==============  =====================================  =========================================
-
-Why the attention and features are base64 chunks: they have a different length for every
-tracklet, Milvus vectors have a fixed dimension, and neither Milvus Lite (it has no FLOAT16 or
-BINARY vectors) nor a server ARRAY (at most 4096 elements) can hold a (T', F) array of any length.
-Base64 strings of at most 65532 characters (49149 raw bytes) fit a VARCHAR element on every Milvus;
-64 of them bound a tracklet to 3 MiB of float16 features (12287 steps of 128 values), checked
-before anything is written.
-
-The model signature (version, embedding size) and the schema version are collection properties
-(``astpn.model_version``, ``astpn.embedding_size``, ``astpn.schema_version``).
+The collection's schema, its row encoding and filter expressions are
+:mod:`service.milvus_schema`; reaching Milvus (URIs, Milvus Lite servers, errors) is
+:mod:`service.milvus_client`.
 
 Consistency and durability: the collection uses the ``Strong`` consistency level and every read
 asks for it, so a search sees every add acknowledged before it. An insert is acknowledged after
@@ -55,10 +30,7 @@ the GIL, so serialising costs no parallelism).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import fcntl
-import json
 import logging
 import os
 import threading
@@ -67,10 +39,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, MilvusException
 
 from service.gallery import (
     Gallery,
@@ -80,347 +50,52 @@ from service.gallery import (
     Match,
     ModelSignature,
     SearchFilters,
+    StoredFeatures,
     TrackletExists,
     TrackletRecord,
     check_records,
-    from_epoch_us,
-    to_epoch_us,
+    query_vector,
 )
+from service.milvus_client import (
+    is_server_uri,
+    lite_path,
+    milvus_errors,
+    opened_client,
+    redact,
+)
+from service.milvus_schema import (
+    ALL_FIELDS,
+    DEFAULT_COLLECTION,
+    HNSW_MIN_EF,
+    META_FIELDS,
+    PROP_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    SEARCH_FIELDS,
+    SUMMARY_FIELDS,
+    IdentityAggregate,
+    and_,
+    check_sizes,
+    create_collection,
+    ensure_indexes,
+    filter_expression,
+    from_blob,
+    from_row,
+    quote,
+    row_bytes,
+    signature_from,
+    string_list,
+    to_row,
+)
+from service.selection import select_nearest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_COLLECTION = "reid_tracklets"
-SCHEMA_VERSION = 1
-
-#: Collection properties holding the signature.
-PROP_MODEL_VERSION = "astpn.model_version"
-PROP_EMBEDDING_SIZE = "astpn.embedding_size"
-PROP_SCHEMA_VERSION = "astpn.schema_version"
-
-#: Largest VARCHAR of the string fields, in UTF-8 bytes (the API allows 256 characters).
-MAX_STRING_BYTES = 1024
-#: Raw bytes per base64 chunk: 49149 bytes encode to 65532 characters, under VARCHAR's 65535.
-BLOB_CHUNK_BYTES = 49149
-BLOB_MAX_LENGTH = 65535
-BLOB_MAX_CHUNKS = 64
 #: Milvus refuses a search ``limit`` (top-k) above 16384.
 MAX_SEARCH_LIMIT = 16384
 #: Keep one insert request far below gRPC and proxy message limits (64 MiB and up).
 MAX_INSERT_BYTES = 16 * 1024 * 1024
 #: Ids per ``get`` request (each becomes an ``in [...]`` expression).
 ID_BATCH = 500
-
-#: Milvus Lite and small galleries: exact search, answers identical to the faiss backend.
-_LITE_INDEX = {"index_type": "FLAT", "params": {}}
-#: A server: HNSW, the usual graph index for millions of vectors held in memory. M=16 and
-#: efConstruction=200 are the common recall/size balance; searches use ef = max(128, limit)
-#: (ef must be at least the limit): recall typically above 0.99 for a small fraction of the work
-#: of FLAT, whose cost grows linearly with the gallery.
-_SERVER_INDEX = {"index_type": "HNSW", "params": {"M": 16, "efConstruction": 200}}
-_HNSW_MIN_EF = 128
-
-_META_FIELDS = [
-    "tracklet_id",
-    "identity",
-    "camera",
-    "start_us",
-    "end_us",
-    "created_us",
-    "metadata",
-    "num_frames",
-    "feature_dim",
-    "attention",
-    "embedding",
-]
-_ALL_FIELDS = [*_META_FIELDS, "features"]
-_SEARCH_FIELDS = ["identity", "camera"]
-_SUMMARY_FIELDS = ["identity", "camera", "start_us", "end_us"]
-
-
-# ----------------------------------------------------------------------------- locations
-
-
-def is_server_uri(uri: str) -> bool:
-    """True for a Milvus server address, False for a Milvus Lite path."""
-    return uri.split(":", 1)[0].lower() in ("http", "https", "tcp", "unix")
-
-
-def redact(uri: str) -> str:
-    """The URI without its credentials, for logs and messages (pymilvus reads a user name
-    alone as a token, so that goes too)."""
-    if not is_server_uri(uri) or uri.lower().startswith("unix:"):
-        return uri
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _lite_path(uri: str) -> str:
-    """The absolute Milvus Lite path of ``uri`` (how pymilvus and Milvus Lite key it)."""
-    if not uri.endswith(".db"):
-        raise ValueError(
-            f"Milvus location {uri!r} is neither a server URI (http://host:19530) nor a Milvus "
-            "Lite path ending in .db (e.g. ./reid-data/milvus.db): set REID_MILVUS_URI to one"
-        )
-    return os.path.abspath(uri)
-
-
-class _LiteServers:
-    """Reference counts of the Milvus Lite servers this module opened in this process.
-
-    pymilvus starts one in-process Milvus Lite server per path and keeps it (with its directory
-    lock) until the process exits. Releasing it when the last gallery on that path closes lets
-    another process (``reid-gallery``, a restarted service) open the path, and makes a reopen
-    read the data back from disk.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-
-    def acquire(self, path: str) -> None:
-        with self._lock:
-            self._counts[path] = self._counts.get(path, 0) + 1
-
-    def release(self, path: str) -> None:
-        with self._lock:
-            left = self._counts.get(path, 0) - 1
-            if left > 0:
-                self._counts[path] = left
-                return
-            self._counts.pop(path, None)
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(path)
-
-
-_LITE_SERVERS = _LiteServers()
-
-
-def _lite_lock_holder(path: str) -> bool:
-    """Whether another process holds Milvus Lite's directory lock on ``path`` (a diagnosis after
-    a failed open: Milvus Lite allows one process per path)."""
-    lock_path = os.path.join(path, "LOCK")
-    if not os.path.exists(lock_path):
-        return False
-    try:
-        descriptor = os.open(lock_path, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(descriptor)
-
-
-def _connect(uri: str) -> MilvusClient:
-    """A dedicated client (closing it closes its connection) or a clear error."""
-    try:
-        return MilvusClient(uri=uri, dedicated=True)
-    except MilvusException as exc:
-        if not is_server_uri(uri) and _lite_lock_holder(os.path.abspath(uri)):
-            raise GalleryError(
-                f"the Milvus Lite gallery {uri} is open in another process (Milvus Lite allows "
-                "one process per path): stop that process (the service, or another reid-gallery) "
-                "and retry, or use a Milvus server"
-            ) from exc
-        raise GalleryError(
-            f"cannot connect to Milvus at {redact(uri)}: {exc.message}. Check that the server "
-            "runs and that REID_MILVUS_URI (or the reid-gallery SPEC) points at it"
-        ) from exc
-
-
-@contextlib.contextmanager
-def _milvus_errors(action: str) -> Iterator[None]:
-    """Milvus failures become :class:`GalleryError` (the API answers them with 503)."""
-    try:
-        yield
-    except MilvusException as exc:
-        raise GalleryError(f"{action} failed in Milvus: {exc.message}") from exc
-
-
-def _signature_from(properties: dict[str, Any]) -> ModelSignature | None:
-    if PROP_MODEL_VERSION not in properties or PROP_EMBEDDING_SIZE not in properties:
-        return None
-    return ModelSignature(properties[PROP_MODEL_VERSION], int(properties[PROP_EMBEDDING_SIZE]))
-
-
-def read_signature(uri: str, collection: str = DEFAULT_COLLECTION) -> ModelSignature | None:
-    """The signature of the gallery at ``uri``; None when there is none. Creates nothing (a
-    missing Milvus Lite path is not created), writes nothing."""
-    lite_path = None if is_server_uri(uri) else _lite_path(uri)
-    if lite_path is not None:
-        if not os.path.exists(lite_path):
-            return None
-        _LITE_SERVERS.acquire(lite_path)
-    try:
-        client = _connect(uri)
-        try:
-            with _milvus_errors(f"reading the gallery at {redact(uri)}"):
-                if not client.has_collection(collection):
-                    return None
-                properties = client.describe_collection(collection).get("properties", {})
-        finally:
-            client.close()
-    finally:
-        if lite_path is not None:
-            _LITE_SERVERS.release(lite_path)
-    signature = _signature_from(properties)
-    if signature is None:
-        raise GalleryError(
-            f"the Milvus collection {collection!r} at {redact(uri)} was not created by astpn-reid "
-            "(it has no model signature): use another collection or database"
-        )
-    return signature
-
-
-# -------------------------------------------------------------------------------- encoding
-
-
-def _to_blob(values: np.ndarray, dtype: str) -> list[str]:
-    raw = np.ascontiguousarray(values, dtype=dtype).tobytes()
-    return [
-        base64.b64encode(raw[start : start + BLOB_CHUNK_BYTES]).decode("ascii")
-        for start in range(0, len(raw), BLOB_CHUNK_BYTES)
-    ]
-
-
-def _from_blob(chunks: Sequence[str], dtype: str) -> np.ndarray:
-    return np.frombuffer(b"".join(base64.b64decode(chunk) for chunk in chunks), dtype=dtype)
-
-
-def _check_sizes(record: TrackletRecord) -> None:
-    """Refuse what the schema cannot hold, before anything is written."""
-    name = f"tracklet {record.tracklet_id!r}"
-    for label, value in (
-        ("tracklet_id", record.tracklet_id),
-        ("identity", record.identity),
-        ("camera", record.camera),
-    ):
-        if value is not None and len(value.encode("utf-8")) > MAX_STRING_BYTES:
-            raise ValueError(
-                f"{name}: {label} is longer than {MAX_STRING_BYTES} UTF-8 bytes, the limit of "
-                "the Milvus gallery"
-            )
-    features = np.asarray(record.features)
-    for label, size in (
-        ("features", features.size * 2),
-        ("attention", np.asarray(record.attention).size * 4),
-    ):
-        if size > BLOB_CHUNK_BYTES * BLOB_MAX_CHUNKS:
-            raise ValueError(
-                f"{name}: {label} take {size} bytes; the Milvus gallery stores at most "
-                f"{BLOB_CHUNK_BYTES * BLOB_MAX_CHUNKS} bytes per tracklet (lower "
-                "REID_MAX_EMBEDDED_FRAMES or REID_MAX_FRAMES_PER_TRACKLET)"
-            )
-
-
-def _row(record: TrackletRecord) -> dict[str, Any]:
-    features = np.asarray(record.features)
-    created = record.created_at if record.created_at is not None else datetime.now(UTC)
-    return {
-        "tracklet_id": record.tracklet_id,
-        "identity": record.identity,
-        "camera": record.camera,
-        "start_us": to_epoch_us(record.start_time),
-        "end_us": to_epoch_us(record.end_time),
-        "created_us": to_epoch_us(created),
-        # A JSON round trip now gives back exactly what a later read will (keys as strings,
-        # no NaN), as the faiss backend's json.dumps does.
-        "metadata": json.loads(json.dumps(record.metadata, ensure_ascii=False, allow_nan=False)),
-        "num_frames": record.num_frames,
-        "feature_dim": int(features.shape[1]),
-        "attention": _to_blob(record.attention, "<f4"),
-        "features": _to_blob(features, "<f2"),
-        "embedding": np.asarray(record.embedding, dtype=np.float32).tolist(),
-    }
-
-
-def _row_bytes(row: dict[str, Any]) -> int:
-    """About the bytes a row takes in an insert request."""
-    blobs = sum(len(chunk) for chunk in row["attention"]) + sum(len(c) for c in row["features"])
-    return blobs + 4 * len(row["embedding"]) + 256 + len(json.dumps(row["metadata"]))
-
-
-def _record(row: dict[str, Any]) -> TrackletRecord:
-    dim = int(row["feature_dim"])
-    if "features" in row:
-        # One row per embedded frame: fewer than num_frames for a subsampled tracklet.
-        features = _from_blob(row["features"], "<f2").reshape(-1, dim).astype(np.float32)
-    else:
-        features = np.zeros((0, dim), np.float32)
-    return TrackletRecord(
-        tracklet_id=row["tracklet_id"],
-        identity=row["identity"],
-        embedding=np.asarray(row["embedding"], dtype=np.float32),
-        features=features,
-        attention=_from_blob(row["attention"], "<f4").copy(),
-        camera=row.get("camera"),
-        start_time=from_epoch_us(row.get("start_us")),
-        end_time=from_epoch_us(row.get("end_us")),
-        metadata=row.get("metadata") or {},
-        created_at=from_epoch_us(row.get("created_us")),
-    )
-
-
-# ----------------------------------------------------------------------------- expressions
-
-
-def quote(value: str) -> str:
-    """A Milvus string literal. Both the server's parser (Go's strconv.Unquote) and Milvus
-    Lite's accept exactly these escapes; every other character may appear as itself."""
-    escaped = (
-        value.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-        .replace("\t", "\\t")
-    )
-    return f'"{escaped}"'
-
-
-def _string_list(values: Sequence[str]) -> str:
-    return "[" + ", ".join(quote(value) for value in values) + "]"
-
-
-def filter_expression(filters: SearchFilters | None) -> str | None:
-    """The boolean expression of ``filters`` (None: no restriction). Raises LookupError when no
-    tracklet can pass (an empty ``cameras`` list).
-
-    Time semantics as the faiss backend's SQL: a span is [start, end], one instant when only one
-    end is known; comparisons with NULL are false in Milvus, so a tracklet without times never
-    passes a time filter."""
-    if filters is None:
-        return None
-    clauses: list[str] = []
-    if filters.cameras is not None:
-        if not list(filters.cameras):
-            raise LookupError("an empty camera list admits no tracklet")
-        clauses.append(f"camera in {_string_list(list(filters.cameras))}")
-    if filters.exclude_cameras:
-        # Written out for NULL: Milvus Lite keeps NULL rows in `not in`, a server drops them.
-        excluded = _string_list(list(filters.exclude_cameras))
-        clauses.append(f"(camera is null or camera not in {excluded})")
-    if filters.start_after is not None:
-        after = to_epoch_us(filters.start_after)
-        clauses.append(f"(end_us >= {after} or (end_us is null and start_us >= {after}))")
-    if filters.end_before is not None:
-        before = to_epoch_us(filters.end_before)
-        clauses.append(f"(start_us <= {before} or (start_us is null and end_us <= {before}))")
-    return " and ".join(clauses) if clauses else None
-
-
-def _and(*parts: str | None) -> str:
-    present = [part for part in parts if part]
-    return " and ".join(f"({part})" for part in present)
 
 
 # ---------------------------------------------------------------------------------- gallery
@@ -431,7 +106,13 @@ class _Hit:
     tracklet_id: str
     identity: str
     camera: str | None
-    squared: float
+    squared: float  # Milvus's L2 is the squared distance
+
+
+def _ranked(hits: Sequence[_Hit]) -> Iterator[tuple[str, float, Match]]:
+    for hit in hits:
+        distance = float(np.sqrt(max(hit.squared, 0.0)))
+        yield hit.identity, hit.squared, Match(hit.tracklet_id, hit.identity, hit.camera, distance)
 
 
 class MilvusGallery(Gallery):
@@ -452,39 +133,55 @@ class MilvusGallery(Gallery):
         self.uri = str(uri)
         self.signature = signature
         self.collection = collection
-        self._lite_path = None if is_server_uri(self.uri) else _lite_path(self.uri)
+        self._lite_path = None if is_server_uri(self.uri) else lite_path(self.uri)
         self._write_lock = threading.RLock()
         self._read_lock: Any = self._write_lock if self._lite_path else contextlib.nullcontext()
         self._paged_reads = self._lite_path is None
         self._closed = False
         if self._lite_path is not None:
             Path(self._lite_path).parent.mkdir(parents=True, exist_ok=True)
-            _LITE_SERVERS.acquire(self._lite_path)
-        try:
-            self._client = _connect(self.uri)
-            try:
-                with _milvus_errors(f"opening the gallery at {redact(self.uri)}"):
-                    self._open_collection(index_type)
-            except BaseException:
-                self._client.close()
-                raise
-        except BaseException:
-            if self._lite_path is not None:
-                _LITE_SERVERS.release(self._lite_path)
-            raise
+        with contextlib.ExitStack() as opened:
+            self._client = opened.enter_context(opened_client(self.uri))
+            with milvus_errors(f"opening the gallery at {redact(self.uri)}"):
+                self._open_collection(index_type)
+            # Opened: the client (and Milvus Lite's server) stay until close().
+            self._connection = opened.pop_all()
         log.info("gallery at %s: %s", redact(self.uri), self.index_description)
 
     # ------------------------------------------------------------------------------ setup
 
+    @classmethod
+    def read_signature(
+        cls, location: str, collection: str = DEFAULT_COLLECTION
+    ) -> ModelSignature | None:
+        """The signature of the gallery at ``location``; None when there is none. Creates
+        nothing (a missing Milvus Lite path is not created), writes nothing."""
+        if not is_server_uri(location) and not os.path.exists(lite_path(location)):
+            return None
+        with (
+            opened_client(location) as client,
+            milvus_errors(f"reading the gallery at {redact(location)}"),
+        ):
+            if not client.has_collection(collection):
+                return None
+            properties = client.describe_collection(collection).get("properties", {})
+        signature = signature_from(properties)
+        if signature is None:
+            raise GalleryError(
+                f"the Milvus collection {collection!r} at {redact(location)} was not created by "
+                "astpn-reid (it has no model signature): use another collection or database"
+            )
+        return signature
+
     def _open_collection(self, index_type: str | None) -> None:
         if not self._client.has_collection(self.collection):
-            self._create_collection()
+            create_collection(self._client, self.collection, self.signature)
         # Creating a collection and its indexes are separate requests: a gallery whose creation
         # was interrupted between them gets its indexes now.
         self._ensure_indexes(index_type)
         described = self._client.describe_collection(self.collection)
         properties = described.get("properties", {})
-        recorded = _signature_from(properties)
+        recorded = signature_from(properties)
         where = f"collection {self.collection!r} at {redact(self.uri)}"
         if recorded is None:
             raise GalleryError(
@@ -508,61 +205,8 @@ class MilvusGallery(Gallery):
         self._client.load_collection(self.collection)
         self._index = self._client.describe_index(self.collection, "embedding") or {}
 
-    def _create_collection(self) -> None:
-        schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field(
-            "tracklet_id", DataType.VARCHAR, is_primary=True, max_length=MAX_STRING_BYTES
-        )
-        schema.add_field("identity", DataType.VARCHAR, max_length=MAX_STRING_BYTES)
-        schema.add_field("camera", DataType.VARCHAR, max_length=MAX_STRING_BYTES, nullable=True)
-        schema.add_field("start_us", DataType.INT64, nullable=True)
-        schema.add_field("end_us", DataType.INT64, nullable=True)
-        schema.add_field("created_us", DataType.INT64)
-        schema.add_field("metadata", DataType.JSON)
-        schema.add_field("num_frames", DataType.INT32)
-        schema.add_field("feature_dim", DataType.INT32)
-        for blob in ("attention", "features"):
-            schema.add_field(
-                blob,
-                DataType.ARRAY,
-                element_type=DataType.VARCHAR,
-                max_length=BLOB_MAX_LENGTH,
-                max_capacity=BLOB_MAX_CHUNKS,
-            )
-        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.signature.embedding_size)
-        self._client.create_collection(
-            self.collection,
-            schema=schema,
-            consistency_level="Strong",
-            properties={
-                PROP_MODEL_VERSION: self.signature.version,
-                PROP_EMBEDDING_SIZE: str(self.signature.embedding_size),
-                PROP_SCHEMA_VERSION: str(SCHEMA_VERSION),
-            },
-        )
-
     def _ensure_indexes(self, index_type: str | None) -> None:
-        existing = set(self._client.list_indexes(self.collection))
-        index_params = self._client.prepare_index_params()
-        if "embedding" not in existing:
-            index = dict(_LITE_INDEX if self._lite_path else _SERVER_INDEX)
-            if index_type is not None:
-                index = {"index_type": index_type, "params": {}}
-            index_params.add_index(
-                "embedding",
-                index_type=index["index_type"],
-                index_name="embedding",
-                metric_type="L2",
-                params=index["params"],
-            )
-        if "identity" not in existing:
-            # Deleting or reading an identity, and excluding the identities already found while
-            # grouping, filter on it.
-            index_params.add_index("identity", index_type="INVERTED", index_name="identity")
-        if len(index_params):
-            # sync=False: pymilvus's wait polls every half second (a second per new gallery for
-            # two indexes) though an empty collection has nothing to build.
-            self._client.create_index(self.collection, index_params, sync=False)
+        ensure_indexes(self._client, self.collection, index_type, lite=self._lite_path is not None)
 
     @property
     def index_description(self) -> str:
@@ -583,13 +227,13 @@ class MilvusGallery(Gallery):
     def add(self, records: Sequence[TrackletRecord]) -> None:
         check_records(records, self.signature)
         for record in records:
-            _check_sizes(record)
+            check_sizes(record)
         if not records:
             return
-        rows = [_row(record) for record in records]
+        rows = [to_row(record) for record in records]
         ids = [record.tracklet_id for record in records]
         with self._write_lock:
-            with _milvus_errors(f"checking {len(ids)} tracklet ids"):
+            with milvus_errors(f"checking {len(ids)} tracklet ids"):
                 found = self._existing(ids)
             if found:
                 raise TrackletExists(
@@ -622,7 +266,7 @@ class MilvusGallery(Gallery):
         chunk: list[dict[str, Any]] = []
         size = 0
         for row in rows:
-            row_size = _row_bytes(row)
+            row_size = row_bytes(row)
             if chunk and size + row_size > MAX_INSERT_BYTES:
                 yield chunk
                 chunk, size = [], 0
@@ -632,26 +276,17 @@ class MilvusGallery(Gallery):
             yield chunk
 
     def _existing(self, ids: Sequence[str]) -> list[str]:
-        found: list[str] = []
-        for start in range(0, len(ids), ID_BATCH):
-            rows = self._client.get(
-                self.collection,
-                ids=list(ids[start : start + ID_BATCH]),
-                output_fields=["tracklet_id"],
-                consistency_level="Strong",
-            )
-            found.extend(row["tracklet_id"] for row in rows)
-        return found
+        return [row["tracklet_id"] for row in self._get(ids, ["tracklet_id"])]
 
     def delete_tracklet(self, tracklet_id: str) -> bool:
-        with self._write_lock, _milvus_errors(f"deleting tracklet {tracklet_id!r}"):
+        with self._write_lock, milvus_errors(f"deleting tracklet {tracklet_id!r}"):
             if not self._existing([tracklet_id]):
                 return False
             self._client.delete(self.collection, ids=[tracklet_id])
             return True
 
     def delete_identity(self, identity: str) -> int:
-        with self._write_lock, _milvus_errors(f"deleting identity {identity!r}"):
+        with self._write_lock, milvus_errors(f"deleting identity {identity!r}"):
             ids = [row["tracklet_id"] for row in self._scan(f"identity == {quote(identity)}", [])]
             for start in range(0, len(ids), ID_BATCH):
                 self._client.delete(self.collection, ids=ids[start : start + ID_BATCH])
@@ -667,12 +302,7 @@ class MilvusGallery(Gallery):
         group_by_identity: bool = True,
         max_distance: float | None = None,
     ) -> list[Match]:
-        query = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self.signature.embedding_size:
-            raise ValueError(
-                f"the query embedding has {query.shape[0]} values; the gallery stores "
-                f"{self.signature.embedding_size}"
-            )
+        query = query_vector(embedding, self.signature)
         if top_k < 1:
             return []
         if not group_by_identity and top_k > MAX_SEARCH_LIMIT:
@@ -685,9 +315,10 @@ class MilvusGallery(Gallery):
             return []
         limit = None if max_distance is None else float(max_distance) ** 2
         vector = query.tolist()
-        with self._read_lock, _milvus_errors("searching the gallery"):
+        with self._read_lock, milvus_errors("searching the gallery"):
             if not group_by_identity:
-                return self._matches(self._ann(vector, top_k, expression), top_k, limit, None)
+                hits = self._ann(vector, top_k, expression)
+                return select_nearest(_ranked(hits), top_k, group_by_identity=False, limit=limit)[0]
             return self._grouped(vector, top_k, expression, limit)
 
     def _grouped(
@@ -704,47 +335,27 @@ class MilvusGallery(Gallery):
         while len(matches) < top_k:
             missing = top_k - len(matches)
             k = min(MAX_SEARCH_LIMIT, max(4 * missing, 32))
-            excluded = f"identity not in {_string_list(sorted(seen))}" if seen else None
-            hits = self._ann(vector, k, _and(expression, excluded) or None)
-            new = self._matches(hits, missing, limit, seen)
+            excluded = f"identity not in {string_list(sorted(seen))}" if seen else None
+            hits = self._ann(vector, k, and_(expression, excluded) or None)
+            new, reached_limit = select_nearest(
+                _ranked(hits), missing, group_by_identity=True, limit=limit, seen=seen
+            )
             matches.extend(new)
-            reached_limit = limit is not None and any(hit.squared > limit for hit in hits)
             if len(hits) < k or reached_limit or not new:
-                break
-        return matches
-
-    @staticmethod
-    def _matches(
-        hits: list[_Hit], top_k: int, limit: float | None, seen: set[str] | None
-    ) -> list[Match]:
-        """Matches from hits ordered nearest first; ``seen`` (grouping) keeps one per identity
-        and is updated."""
-        matches: list[Match] = []
-        for hit in hits:
-            if limit is not None and hit.squared > limit:
-                break
-            if seen is not None:
-                if hit.identity in seen:
-                    continue
-                seen.add(hit.identity)
-            # Milvus's L2 is the squared distance.
-            distance = float(np.sqrt(max(hit.squared, 0.0)))
-            matches.append(Match(hit.tracklet_id, hit.identity, hit.camera, distance))
-            if len(matches) == top_k:
                 break
         return matches
 
     def _ann(self, vector: list[float], k: int, expression: str | None) -> list[_Hit]:
         params: dict[str, Any] = {"metric_type": "L2"}
         if self._index.get("index_type") == "HNSW":
-            params["params"] = {"ef": max(_HNSW_MIN_EF, k)}
+            params["params"] = {"ef": max(HNSW_MIN_EF, k)}
         result = self._client.search(
             self.collection,
             data=[vector],
             anns_field="embedding",
             limit=k,
             filter=expression or "",
-            output_fields=_SEARCH_FIELDS,
+            output_fields=SEARCH_FIELDS,
             search_params=params,
             consistency_level="Strong",
         )
@@ -776,69 +387,70 @@ class MilvusGallery(Gallery):
                 consistency_level="Strong",
             )
             return
-        iterator = self._client.query_iterator(
-            self.collection,
-            batch_size=batch_size,
-            filter=expression,
-            output_fields=output_fields,
-            consistency_level="Strong",
-        )
-        try:
-            while True:
-                page = iterator.next()
-                if not page:
-                    return
-                yield from page
-        finally:
-            iterator.close()
+        for page in self._query_pages(expression, output_fields, batch_size):
+            yield from page
 
-    def get_tracklet(self, tracklet_id: str, with_features: bool = False) -> TrackletRecord | None:
-        fields = _ALL_FIELDS if with_features else _META_FIELDS
-        with self._read_lock, _milvus_errors(f"reading tracklet {tracklet_id!r}"):
-            rows = self._client.get(
+    def _query_pages(
+        self, expression: str, fields: list[str], batch_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages of pymilvus's query iterator (a server caps one query's result window)."""
+        with milvus_errors("reading the gallery"):
+            iterator = self._client.query_iterator(
                 self.collection,
-                ids=[tracklet_id],
+                batch_size=batch_size,
+                filter=expression,
                 output_fields=fields,
                 consistency_level="Strong",
             )
-        return _record(rows[0]) if rows else None
+        try:
+            while True:
+                with milvus_errors("reading the gallery"):
+                    page = iterator.next()
+                if not page:
+                    return
+                yield page
+        finally:
+            iterator.close()
 
-    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        ids = list(dict.fromkeys(tracklet_ids))
-        found: dict[str, np.ndarray] = {}
-        with self._read_lock, _milvus_errors("reading features"):
-            for start in range(0, len(ids), ID_BATCH):
-                rows = self._client.get(
+    def _get(
+        self, ids: Sequence[str], fields: list[str], batch: int = ID_BATCH
+    ) -> list[dict[str, Any]]:
+        """The rows of these ids (missing ones left out), ``batch`` ids per request."""
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), batch):
+            rows.extend(
+                self._client.get(
                     self.collection,
-                    ids=ids[start : start + ID_BATCH],
-                    output_fields=["tracklet_id", "feature_dim", "features"],
+                    ids=list(ids[start : start + batch]),
+                    output_fields=fields,
                     consistency_level="Strong",
                 )
-                for row in rows:
-                    features = _from_blob(row["features"], "<f2")
-                    found[row["tracklet_id"]] = features.reshape(
-                        -1, int(row["feature_dim"])
-                    ).astype(np.float32)
-        return found
+            )
+        return rows
 
-    def get_num_frames(self, tracklet_ids: Sequence[str]) -> dict[str, int]:
+    def get_tracklet(self, tracklet_id: str, with_features: bool = False) -> TrackletRecord | None:
+        fields = ALL_FIELDS if with_features else META_FIELDS
+        with self._read_lock, milvus_errors(f"reading tracklet {tracklet_id!r}"):
+            rows = self._get([tracklet_id], fields)
+        return from_row(rows[0]) if rows else None
+
+    def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, StoredFeatures]:
         ids = list(dict.fromkeys(tracklet_ids))
-        found: dict[str, int] = {}
-        with self._read_lock, _milvus_errors("reading frame counts"):
-            for start in range(0, len(ids), ID_BATCH):
-                rows = self._client.get(
-                    self.collection,
-                    ids=ids[start : start + ID_BATCH],
-                    output_fields=["tracklet_id", "num_frames"],
-                    consistency_level="Strong",
-                )
-                found.update((row["tracklet_id"], int(row["num_frames"])) for row in rows)
+        found: dict[str, StoredFeatures] = {}
+        with self._read_lock, milvus_errors("reading features"):
+            rows = self._get(ids, ["tracklet_id", "feature_dim", "features", "num_frames"])
+        for row in rows:
+            features = from_blob(row["features"], "<f2")
+            found[row["tracklet_id"]] = StoredFeatures(
+                features.reshape(-1, int(row["feature_dim"])).astype(np.float32),
+                int(row["num_frames"]),
+            )
         return found
 
     def get_identity(self, identity: str) -> list[TrackletRecord]:
-        with self._read_lock, _milvus_errors(f"reading identity {identity!r}"):
-            rows = list(self._scan(f"identity == {quote(identity)}", _META_FIELDS))
-        records = [_record(row) for row in rows]
+        with self._read_lock, milvus_errors(f"reading identity {identity!r}"):
+            rows = list(self._scan(f"identity == {quote(identity)}", META_FIELDS))
+        records = [from_row(row) for row in rows]
         # Enrolment order, as the faiss backend answers.
         records.sort(
             key=lambda r: (r.created_at or datetime.min.replace(tzinfo=UTC), r.tracklet_id)
@@ -849,17 +461,17 @@ class MilvusGallery(Gallery):
         self, offset: int = 0, limit: int = 100
     ) -> tuple[list[IdentitySummary], int]:
         # Milvus has no GROUP BY: aggregate the four small scalar fields of every row here.
-        summaries: dict[str, _Summary] = {}
-        with self._read_lock, _milvus_errors("listing identities"):
-            for row in self._scan("", _SUMMARY_FIELDS):
-                summary = summaries.setdefault(row["identity"], _Summary())
+        summaries: dict[str, IdentityAggregate] = {}
+        with self._read_lock, milvus_errors("listing identities"):
+            for row in self._scan("", SUMMARY_FIELDS):
+                summary = summaries.setdefault(row["identity"], IdentityAggregate())
                 summary.add(row)
         names = sorted(summaries)
         page = names[max(offset, 0) : max(offset, 0) + max(limit, 0)]
         return [summaries[name].summary(name) for name in page], len(names)
 
     def count(self) -> int:
-        with self._read_lock, _milvus_errors("counting tracklets"):
+        with self._read_lock, milvus_errors("counting tracklets"):
             rows = self._client.query(
                 self.collection,
                 filter="",
@@ -873,75 +485,21 @@ class MilvusGallery(Gallery):
         and deletes stay possible during a long migration."""
         if not self._paged_reads:
             # Ids first (small), then the records batch by batch.
-            with self._read_lock, _milvus_errors("reading the gallery"):
+            with self._read_lock, milvus_errors("reading the gallery"):
                 ids = sorted(row["tracklet_id"] for row in self._scan("", []))
             for start in range(0, len(ids), batch_size):
-                with self._read_lock, _milvus_errors("reading the gallery"):
-                    rows = self._client.get(
-                        self.collection,
-                        ids=ids[start : start + batch_size],
-                        output_fields=_ALL_FIELDS,
-                        consistency_level="Strong",
-                    )
+                with self._read_lock, milvus_errors("reading the gallery"):
+                    rows = self._get(ids[start : start + batch_size], ALL_FIELDS, batch_size)
                 rows.sort(key=lambda row: row["tracklet_id"])
                 if rows:
-                    yield [_record(row) for row in rows]
+                    yield [from_row(row) for row in rows]
             return
-        with _milvus_errors("reading the gallery"):
-            iterator = self._client.query_iterator(
-                self.collection,
-                batch_size=batch_size,
-                filter="",
-                output_fields=_ALL_FIELDS,
-                consistency_level="Strong",
-            )
-        try:
-            while True:
-                with _milvus_errors("reading the gallery"):
-                    page = iterator.next()
-                if not page:
-                    return
-                yield [_record(row) for row in page]
-        finally:
-            iterator.close()
+        for page in self._query_pages("", ALL_FIELDS, batch_size):
+            yield [from_row(row) for row in page]
 
     def close(self) -> None:
         with self._write_lock:
             if self._closed:
                 return
             self._closed = True
-            self._client.close()
-            if self._lite_path is not None:
-                _LITE_SERVERS.release(self._lite_path)
-
-
-class _Summary:
-    """One identity's aggregate while listing identities."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.cameras: set[str] = set()
-        self.first: int | None = None
-        self.last: int | None = None
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.count += 1
-        if row.get("camera") is not None:
-            self.cameras.add(row["camera"])
-        start, end = row.get("start_us"), row.get("end_us")
-        # The span is [start, end]; one instant when only one end is known.
-        first = start if start is not None else end
-        last = end if end is not None else start
-        if first is not None:
-            self.first = first if self.first is None else min(self.first, first)
-        if last is not None:
-            self.last = last if self.last is None else max(self.last, last)
-
-    def summary(self, identity: str) -> IdentitySummary:
-        return IdentitySummary(
-            identity=identity,
-            num_tracklets=self.count,
-            cameras=tuple(sorted(self.cameras)),
-            first_seen=from_epoch_us(self.first),
-            last_seen=from_epoch_us(self.last),
-        )
+            self._connection.close()

@@ -6,8 +6,10 @@ attends to its own frames alone, which is what makes a precomputed index possibl
 trained on pairs, though: A = tanh(P U G^T) lets probe and gallery decide together which of their
 frames matter. :class:`PairScorer` runs that pair computation (the exported ``<stem>.pair.onnx``)
 on the per-step features the gallery stored at enrolment, for the K nearest candidates of the
-index, and :func:`rescore` turns its distances into the final ranking: sorted by pair distance,
-then grouped by identity and cut by ``max_distance`` exactly as the index search would.
+index, and :func:`rescore` owns the whole step: it reads the candidates' stored features and
+frame counts in one gallery read, ranks by pair distance with the same selection rule as the
+index search (:mod:`service.selection`: grouped by identity, cut by ``max_distance``), and gives
+each match its pair attentions spread over the uploaded frames of both tracklets.
 """
 
 from __future__ import annotations
@@ -21,23 +23,24 @@ from typing import Any
 import numpy as np
 
 from model.card import PAIR_SCORER_INPUTS, PAIR_SCORER_OUTPUTS, pair_scorer_path_for
-from service.encoder import ModelLoadError, open_session
+from service.encoder import ModelLoadError, frame_attention, open_session
 from service.gallery import Gallery, Match
+from service.selection import select_nearest
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RescoredMatch:
-    """A candidate after re-scoring; attentions are per *embedded* step."""
+    """A candidate after re-scoring; attentions are spread over the uploaded frames."""
 
     tracklet_id: str
     identity: str
     camera: str | None
     distance: float  # Euclidean distance of the pair's jointly pooled vectors
     index_distance: float  # what the index said (self-paired embeddings)
-    query_attention: np.ndarray  # (Tq',) the query's attention in this pair
-    candidate_attention: np.ndarray  # (Tg',) the candidate's attention in this pair
+    query_attention: np.ndarray  # (Tq,) the query's attention in this pair, per uploaded frame
+    candidate_attention: np.ndarray  # (Tg,) the candidate's, per frame it was enrolled with
 
 
 class PairScorer:
@@ -92,6 +95,7 @@ def rescore(
     gallery: Gallery,
     scorer: PairScorer,
     query_features: np.ndarray,
+    query_frames: int,
     candidates: Sequence[Match],
     top_k: int,
     *,
@@ -100,40 +104,38 @@ def rescore(
 ) -> list[RescoredMatch]:
     """Re-rank the index's candidates (nearest first, ungrouped) by their pair distance.
 
-    Candidates deleted between the search and the feature read are skipped. Ties keep the
-    index's order.
+    ``query_features`` are the query's per-step features (T', D) and ``query_frames`` its
+    uploaded frames. One gallery read gives the candidates' features and frame counts;
+    candidates deleted between the search and that read are skipped. Ties keep the index's
+    order.
     """
     if not candidates:
         return []
-    features = gallery.get_features([m.tracklet_id for m in candidates])
-    kept = [m for m in candidates if m.tracklet_id in features]
+    stored = gallery.get_features([m.tracklet_id for m in candidates])
+    kept = [m for m in candidates if m.tracklet_id in stored]
     if not kept:
         return []
     distance, query_attention, candidate_attention = scorer.score(
-        query_features, [features[m.tracklet_id] for m in kept]
+        query_features, [stored[m.tracklet_id].features for m in kept]
     )
     order = np.argsort(distance, kind="stable")
-    results: list[RescoredMatch] = []
-    seen: set[str] = set()
-    for k in order:
-        match = kept[int(k)]
-        if max_distance is not None and distance[k] > max_distance:
-            break  # sorted: every later one is farther still
-        if group_by_identity:
-            if match.identity in seen:
-                continue
-            seen.add(match.identity)
-        results.append(
-            RescoredMatch(
-                tracklet_id=match.tracklet_id,
-                identity=match.identity,
-                camera=match.camera,
-                distance=float(distance[k]),
-                index_distance=float(match.distance),
-                query_attention=query_attention[k],
-                candidate_attention=candidate_attention[k],
-            )
+    chosen, _ = select_nearest(
+        ((kept[k].identity, float(distance[k]), int(k)) for k in order),
+        top_k,
+        group_by_identity=group_by_identity,
+        limit=max_distance,
+    )
+    return [
+        RescoredMatch(
+            tracklet_id=kept[k].tracklet_id,
+            identity=kept[k].identity,
+            camera=kept[k].camera,
+            distance=float(distance[k]),
+            index_distance=float(kept[k].distance),
+            query_attention=frame_attention(query_attention[k], query_frames),
+            candidate_attention=frame_attention(
+                candidate_attention[k], stored[kept[k].tracklet_id].num_frames
+            ),
         )
-        if len(results) == top_k:
-            break
-    return results
+        for k in chosen
+    ]

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import enum
 import hmac
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
-from fastapi import Security
 from fastapi.security import APIKeyHeader
 
 from service.schemas import ApiError
 
 API_KEY_HEADER = "X-API-Key"
 
-_header = APIKeyHeader(
+#: The header as OpenAPI documents it; :mod:`service.dependencies` reads keys through it.
+API_KEY_SCHEME = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
     description="Read keys (REID_API_KEYS_READ) may query and list; write keys "
@@ -69,12 +69,3 @@ class ApiKeys:
                 "this key may only read (query, list, get); enrolling and deleting need a "
                 "write key (REID_API_KEYS_WRITE)",
             )
-
-
-def require(keys: ApiKeys, scope: Scope) -> Callable[[str | None], Awaitable[None]]:
-    """A FastAPI dependency checking ``scope``; it is documented in OpenAPI as the key header."""
-
-    async def dependency(key: str | None = Security(_header)) -> None:
-        keys.check(key, scope)
-
-    return dependency

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import model
+from service.backends import BACKENDS, DEFAULT_BACKEND, get_backend
 
 MiB = 1024 * 1024
 
@@ -43,8 +44,9 @@ class Settings(BaseSettings):
         DEFAULT_MODEL_PATH, description="ONNX model; its model card is the .json beside it."
     )
     data_dir: Path = Field(Path("./reid-data"), description="Where the gallery is stored.")
-    gallery_backend: Literal["faiss", "milvus"] = Field(
-        "faiss", description="faiss (SQLite + FAISS under data_dir/gallery) or milvus."
+    gallery_backend: str = Field(
+        DEFAULT_BACKEND,
+        description="The gallery backend: " + " or ".join(b.describe() for b in BACKENDS.values()),
     )
     milvus_uri: str | None = Field(
         None,
@@ -193,6 +195,12 @@ class Settings(BaseSettings):
             raise ValueError("allowed_formats must name at least one of jpeg, png")
         return formats
 
+    @field_validator("gallery_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        get_backend(value)
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
@@ -203,7 +211,8 @@ class Settings(BaseSettings):
         return bool(self.api_keys_read or self.api_keys_write)
 
     def gallery_location(self) -> str:
-        """The ``location`` argument of :func:`service.gallery.open_gallery`."""
-        if self.gallery_backend == "milvus":
-            return self.milvus_uri or str(self.data_dir / "milvus.db")
-        return str(self.data_dir / "gallery")
+        """Where the gallery of ``gallery_backend`` lives: its location setting when set, else
+        its default place under ``data_dir``."""
+        backend = get_backend(self.gallery_backend)
+        chosen = getattr(self, backend.location_setting) if backend.location_setting else None
+        return chosen or str(backend.default_location(self.data_dir))

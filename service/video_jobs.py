@@ -27,11 +27,13 @@ import numpy as np
 from model.preprocessing import prepare_tracklet
 from service.encoder import Embedded
 from service.frames import FrameLimits
-from service.gallery import SearchFilters, TrackletExists, TrackletRecord
+from service.gallery import Gallery, TrackletExists, TrackletRecord
 from service.idempotency import IdContext, existing_records
 from service.jobs import JobHandle
-from service.rescoring import rescore
-from service.schemas import ApiError, MatchOut
+from service.metrics import ServiceMetrics
+from service.routers.query import match_out, rescored_matches, search_matches
+from service.runtime import Runtime
+from service.schemas import ApiError
 from service.settings import Settings
 from service.tracks import (
     DroppedTrack,
@@ -203,11 +205,17 @@ def dropped_out(dropped: Sequence[DroppedTrack]) -> list[DroppedTrackOut]:
 # ------------------------------------------------------------------------------------ running
 
 
-async def _embed(runtime: Any, crops: list[np.ndarray], role: str) -> Embedded:
+async def _embed(
+    runtime: Runtime, metrics: ServiceMetrics, crops: list[np.ndarray], role: str
+) -> Embedded:
+    """One track's crops -> its embedding, as an uploaded tracklet goes: preprocessing for the
+    served model's input spec in the decoding threads, then the micro-batcher."""
     tracklet = await anyio.to_thread.run_sync(
-        prepare_tracklet, crops, limiter=runtime.decode_limiter
+        prepare_tracklet, crops, runtime.encoder.spec, limiter=runtime.decode_limiter
     )
-    return await runtime.batcher.embed(tracklet, role)
+    embedded = await runtime.batcher.embed(tracklet, role)
+    metrics.count_embedded(role, embedded.features.shape[0])
+    return embedded
 
 
 def _collect(future: Future[Embedded], plan: TrackPlan) -> Embedded:
@@ -220,7 +228,11 @@ def _collect(future: Future[Embedded], plan: TrackPlan) -> Embedded:
 
 
 def cut_and_embed(
-    handle: JobHandle, job: Accepted, runtime: Any, loop: asyncio.AbstractEventLoop
+    handle: JobHandle,
+    job: Accepted,
+    runtime: Runtime,
+    metrics: ServiceMetrics,
+    loop: asyncio.AbstractEventLoop,
 ) -> dict[int, tuple[TrackPlan, Embedded]]:
     """Decode, crop and embed every kept track; the embeddings by track id."""
     role = job.fields.mode
@@ -240,7 +252,8 @@ def cut_and_embed(
             job.source, job.plans, what, on_frame=lambda n: handle.advance(frames_decoded=n)
         )
         for plan, crops in frames:
-            future = asyncio.run_coroutine_threadsafe(_embed(runtime, crops, role), loop)
+            embedding = _embed(runtime, metrics, crops, role)
+            future = asyncio.run_coroutine_threadsafe(embedding, loop)
             pending.append((plan, future))
             while len(pending) > _IN_FLIGHT:
                 finish_oldest()
@@ -293,7 +306,7 @@ def _track_out(job: Accepted, plan: TrackPlan, **extra: Any) -> TrackOut:
 
 
 def enroll_tracks(
-    job: Accepted, job_id: str, results: dict[int, tuple[TrackPlan, Embedded]], gallery: Any
+    job: Accepted, job_id: str, results: dict[int, tuple[TrackPlan, Embedded]], gallery: Gallery
 ) -> list[TrackOut]:
     """One atomic add of every track: all enrolled, or none."""
     assert job.identities is not None
@@ -344,48 +357,17 @@ def enroll_tracks(
 
 
 def query_tracks(
-    job: Accepted, results: dict[int, tuple[TrackPlan, Embedded]], runtime: Any, rerank: int
+    job: Accepted, results: dict[int, tuple[TrackPlan, Embedded]], runtime: Runtime, rerank: int
 ) -> list[TrackOut]:
-    from service.api import score  # the API's one definition of a match score
-
-    fields = job.fields
-    filters = SearchFilters(
-        cameras=fields.cameras,
-        exclude_cameras=fields.exclude_cameras,
-        start_after=fields.start_after,
-        end_before=fields.end_before,
-    )
+    """Each track's ranked matches, by the same rule (and re-scoring) as ``POST /query``."""
+    fields = job.fields.query_fields()
     out = []
     for track_id in sorted(results):
         plan, embedded = results[track_id]
-        matches = runtime.gallery.search(
-            embedded.embedding,
-            max(rerank, fields.top_k) if rerank else fields.top_k,
-            filters,
-            group_by_identity=fields.group_by_identity and not rerank,
-            max_distance=None if rerank else fields.max_distance,
-        )
+        matches = search_matches(runtime, embedded, fields, rerank)
         if rerank:
-            matches = rescore(
-                runtime.gallery,
-                runtime.scorer,
-                embedded.features,
-                matches,
-                fields.top_k,
-                group_by_identity=fields.group_by_identity,
-                max_distance=fields.max_distance,
-            )
-        ranked = [
-            MatchOut(
-                rank=rank,
-                identity=m.identity,
-                tracklet_id=m.tracklet_id,
-                camera=m.camera,
-                distance=float(m.distance),
-                score=score(float(m.distance)),
-                index_distance=getattr(m, "index_distance", None),
-            )
-            for rank, m in enumerate(matches, start=1)
-        ]
+            ranked = rescored_matches(runtime, embedded, matches, fields)
+        else:
+            ranked = [match_out(rank, match) for rank, match in enumerate(matches, start=1)]
         out.append(_track_out(job, plan, matches=ranked))
     return out

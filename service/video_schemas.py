@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from service.schemas import CameraList, MatchOut, Metadata, UtcDatetime
+from service.schemas import CameraList, MatchOut, Metadata, QueryFields, UtcDatetime
 
 VideoMode = Literal["enroll", "query"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
@@ -83,6 +83,10 @@ class VideoFields(BaseModel):
     end_before: UtcDatetime | None = None
     group_by_identity: bool = True
     rerank: int | None = Field(None, ge=0)
+
+    def query_fields(self) -> QueryFields:
+        """The search options, as ``POST /query`` takes them."""
+        return QueryFields.model_validate(self.model_dump(include=set(_QUERY_ONLY)))
 
     @model_validator(mode="before")
     @classmethod

@@ -9,14 +9,12 @@ tracklet from very different ones.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
+import shutil
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -24,7 +22,18 @@ import httpx
 import numpy as np
 import pytest
 
+import bench.server
+from model.card import CardError, card_path_for, load_card, verify_card
+from service.backends import get_backend
+
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Why the Milvus backend cannot run here (its extra is not installed), or None. CI installs
+#: ``.[train,dev]``, and ``dev`` pulls the ``milvus`` extra, so there these tests always run.
+MILVUS_MISSING = get_backend("milvus").missing()
+requires_milvus = pytest.mark.skipif(
+    MILVUS_MISSING is not None, reason=f"Milvus backend test: {MILVUS_MISSING}"
+)
 
 #: Limits of the shared test server: small, so that violating them is cheap.
 SERVER_ENV: dict[str, str] = {
@@ -36,6 +45,12 @@ SERVER_ENV: dict[str, str] = {
     "REID_MAX_ZIP_UNCOMPRESSED_BYTES": str(2 * 1024 * 1024),
     "REID_MAX_TOP_K": "50",
     "REID_BATCH_WAIT_MS": "5",
+}
+#: Two shared cores: one ONNX thread per call keeps the suite from oversubscribing.
+SUITE_THREADS: dict[str, str] = {
+    "REID_ORT_INTRA_OP_THREADS": "1",
+    "REID_INFERENCE_WORKERS": "2",
+    "REID_DECODE_WORKERS": "2",
 }
 
 
@@ -57,23 +72,46 @@ def export_random_model(directory: Path, version: str = "test-1", seed: int = 0)
     return path
 
 
+def _export_key() -> str:
+    """What the exported model depends on: the code of model/ and training/ and the versions
+    of the exporting libraries."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "model").rglob("*.py")) + sorted((ROOT / "training").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    for package in ("torch", "onnx", "onnxscript", "onnxruntime"):
+        digest.update(f"{package}={metadata.version(package)}".encode())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_random_model(tmp_path_factory.mktemp("model"))
+def exported_model(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The random model, exported once per version of the code that makes it: kept in
+    pytest's cache (.pytest_cache), so the next run skips the export (about 10 s of torch).
+    A cached model whose card no longer vouches for it is exported again; CI starts clean."""
+    cache = request.config.cache
+    if cache is None:  # -p no:cacheprovider
+        return export_random_model(tmp_path_factory.mktemp("model"))
+    folder = cache.mkdir(f"exported-model-{_export_key()}")
+    path = folder / "astpn-random.onnx"
+    try:
+        verify_card(load_card(card_path_for(path)), path)
+        return path
+    except (OSError, CardError):
+        pass
+    fresh = export_random_model(tmp_path_factory.mktemp("model"))
+    for item in sorted(fresh.parent.iterdir(), key=lambda p: p.suffix == ".json"):
+        shutil.copyfile(item, folder / item.name)  # the card last: it marks the copy complete
+    return path
 
 
 # ------------------------------------------------------------------------------ the server
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServiceProcess:
-    """The service in its own process, as deployed: ``uvicorn service.app:app`` or
-    ``reid-serve`` (``python -m service.cli``), configured through ``REID_*`` variables."""
+class ServiceProcess(bench.server.ServiceProcess):
+    """The service in its own process, as deployed (:class:`bench.server.ServiceProcess`),
+    with the suite's thread settings and an httpx client."""
 
     def __init__(
         self,
@@ -82,79 +120,7 @@ class ServiceProcess:
         env: Mapping[str, str] | None = None,
         entry: str = "uvicorn",
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"{data_dir.name}-server-{self.port}.log"
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "REID_MODEL_PATH": str(model_path),
-            "REID_DATA_DIR": str(data_dir),
-            "REID_HOST": "127.0.0.1",
-            "REID_PORT": str(self.port),
-            "REID_LOG_LEVEL": "warning",
-            # Two shared cores: one ONNX thread per call keeps the suite from oversubscribing.
-            "REID_ORT_INTRA_OP_THREADS": "1",
-            "REID_INFERENCE_WORKERS": "2",
-            "REID_DECODE_WORKERS": "2",
-            **(env or {}),
-        }
-        if entry == "uvicorn":
-            self.command = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ]
-        else:
-            self.command = [sys.executable, "-m", "service.cli"]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90.0) -> ServiceProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"service exited with {self.process.returncode} before it was ready:\n"
-                    + self.log()
-                )
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"service not ready after {timeout} s:\n{self.log()}")
-
-    def wait_exit(self, timeout: float = 60.0) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        super().__init__(model_path, data_dir, {**SUITE_THREADS, **(env or {})}, entry=entry)
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60.0, **kwargs)  # type: ignore[arg-type]

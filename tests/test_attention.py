@@ -39,6 +39,7 @@ def test_explain_gives_one_weight_per_frame_and_both_distances(
     np.testing.assert_allclose(alone["query"]["attention"], result["query"]["attention"])
 
 
+@pytest.mark.slow
 def test_cli_draws_the_picture(exported_model: Path, tmp_path: Path, capsys) -> None:
     write_tracklet(tmp_path / "q", 3, 6)
     write_tracklet(tmp_path / "g", 4, 4)

@@ -7,7 +7,6 @@ structure and sanity (positive finite numbers, recalls in [0, 1]), never speed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -16,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from service_fixtures import requires_milvus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +56,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     return out.read_text(), raw
 
 
+@pytest.mark.slow
 def test_report_has_machine_header_and_command(report: tuple[str, dict]) -> None:
     markdown, raw = report
     for row in MACHINE_ROWS:
@@ -67,6 +68,7 @@ def test_report_has_machine_header_and_command(report: tuple[str, dict]) -> None
     assert raw["quick"] is True
 
 
+@pytest.mark.slow
 def test_report_holds_every_table_with_numbers(report: tuple[str, dict]) -> None:
     markdown, raw = report
     tables = {t["title"]: t for part in raw["parts"].values() for t in part["tables"]}
@@ -99,6 +101,7 @@ def _check_value(table: str, column: str, value: object) -> None:
         assert value > 0, where
 
 
+@pytest.mark.slow
 def test_numbers_are_sane(report: tuple[str, dict]) -> None:
     _, raw = report
     for part in raw["parts"].values():
@@ -109,6 +112,7 @@ def test_numbers_are_sane(report: tuple[str, dict]) -> None:
                     _check_value(table["title"], column, value)
 
 
+@pytest.mark.slow
 def test_http_requests_succeeded_and_server_stopped(report: tuple[str, dict]) -> None:
     _, raw = report
     points = raw["parts"]["http"]["raw"]["points"]
@@ -153,10 +157,10 @@ def test_help_explains_every_option() -> None:
         assert option in result.stdout
 
 
+@pytest.mark.slow
+@requires_milvus
 def test_gallery_part_runs_on_milvus(tmp_path: Path) -> None:
     """The same gallery measurements through Milvus Lite (``--backends milvus``)."""
-    if importlib.util.find_spec("service.milvus_gallery") is None:
-        pytest.skip("service/milvus_gallery.py is not in this checkout")
     out = tmp_path / "gallery.md"
     result = subprocess.run(
         [

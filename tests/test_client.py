@@ -16,9 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from service_fixtures import ROOT, ServiceProcess, encoded_frames, free_port, person_frames
+from service_fixtures import ROOT, ServiceProcess, encoded_frames, person_frames
 from video_fixtures import VIDEO_ENV, small_scene
 
+from bench.server import free_port
 from service.client import ReidClient, ReidError
 
 

@@ -38,6 +38,8 @@ from training.export import export_onnx, ragged_pair_example
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
+# Every test here runs PyTorch, most of them on a model exported for the module (~10 s).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

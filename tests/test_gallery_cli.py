@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from service_fixtures import requires_milvus
 from test_gallery_contract import SIGNATURE, T0, make_record, random_records
 
-from service.gallery import ModelSignature, TrackletRecord, open_gallery
+from service.backends import open_gallery
+from service.gallery import ModelSignature, TrackletRecord
 from service.gallery_cli import main
 
 
@@ -28,6 +30,7 @@ def _by_id(backend: str, location: str) -> dict[str, TrackletRecord]:
         return {r.tracklet_id: r for batch in gallery.iter_records(7) for r in batch}
 
 
+@requires_milvus
 def test_migrate_round_trip_faiss_milvus_faiss(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,6 +76,7 @@ def test_migrate_round_trip_faiss_milvus_faiss(
     assert "FLAT" in shown["index"]
 
 
+@requires_milvus
 def test_migrate_refuses_a_target_with_tracklets_unless_appending(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -93,6 +97,7 @@ def test_migrate_refuses_a_target_with_tracklets_unless_appending(
     assert "already enrolled" in capsys.readouterr().err
 
 
+@requires_milvus
 def test_migrate_refuses_missing_sources_and_other_models(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

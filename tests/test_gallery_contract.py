@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from service_fixtures import MILVUS_MISSING, requires_milvus
 
+from service.backends import read_signature
 from service.faiss_gallery import FaissGallery
 from service.gallery import (
     Gallery,
@@ -34,9 +36,10 @@ from service.gallery import (
     SearchFilters,
     TrackletExists,
     TrackletRecord,
-    read_signature,
 )
-from service.milvus_gallery import MilvusGallery
+
+if MILVUS_MISSING is None:
+    from service.milvus_gallery import MilvusGallery
 
 DIM = 8
 FEATURES = 6
@@ -130,7 +133,7 @@ def shared_lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     keeper.close()
 
 
-@pytest.fixture(params=["faiss", "milvus"])
+@pytest.fixture(params=["faiss", pytest.param("milvus", marks=requires_milvus)])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -164,7 +167,7 @@ def own_location(backend: str, tmp_path: Path) -> str:
 
 
 def reopen(backend: str, location: str, signature: ModelSignature = SIGNATURE) -> Gallery:
-    from service.gallery import open_gallery
+    from service.backends import open_gallery
 
     return open_gallery(backend, location, signature)
 
@@ -219,8 +222,9 @@ def test_enrolled_records_read_back(open_gallery: OpenGallery) -> None:
 
     features = gallery.get_features(["b", "a", "missing", "a"])
     assert set(features) == {"a", "b"}
-    np.testing.assert_array_equal(features["a"], record.features.astype(np.float16))
-    assert gallery.get_num_frames(["b", "missing", "a"]) == {"a": 9, "b": 5}
+    np.testing.assert_array_equal(features["a"].features, record.features.astype(np.float16))
+    # The same read gives the frame counts the pair attention is spread over.
+    assert {key: item.num_frames for key, item in features.items()} == {"a": 9, "b": 5}
 
 
 def test_refused_records_store_nothing(open_gallery: OpenGallery) -> None:
@@ -562,9 +566,12 @@ def test_another_model_is_refused(backend: str, own_location: str) -> None:
 # ---------------------------------------------------------------------------- milvus only
 
 
+@requires_milvus
 def test_milvus_add_that_fails_half_way_is_rolled_back(
     shared_lite: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pymilvus import MilvusException
+
     import service.milvus_gallery as milvus_gallery
 
     gallery = MilvusGallery(shared_lite, SIGNATURE, collection=f"c_{uuid.uuid4().hex}")
@@ -578,7 +585,7 @@ def test_milvus_add_that_fails_half_way_is_rolled_back(
         def failing_insert(*args, **kwargs):
             calls.append(1)
             if len(calls) == 3:
-                raise milvus_gallery.MilvusException(message="injected failure")
+                raise MilvusException(message="injected failure")
             return real_insert(*args, **kwargs)
 
         monkeypatch.setattr(gallery._client, "insert", failing_insert)
@@ -593,6 +600,7 @@ def test_milvus_add_that_fails_half_way_is_rolled_back(
         gallery.close()
 
 
+@requires_milvus
 def test_milvus_hnsw_index_answers_like_brute_force(shared_lite: str) -> None:
     # The server's default index, run here on Milvus Lite: small enough to be exact.
     gallery = MilvusGallery(
@@ -610,6 +618,7 @@ def test_milvus_hnsw_index_answers_like_brute_force(shared_lite: str) -> None:
         gallery.close()
 
 
+@requires_milvus
 def test_milvus_server_reads_page_through_the_query_iterator(shared_lite: str) -> None:
     # A server caps one query at 16384 rows, so there every scan pages through pymilvus's
     # query iterator; Milvus Lite serves it too (logging that it lacks a timestamp service).
@@ -638,6 +647,7 @@ def test_milvus_server_reads_page_through_the_query_iterator(shared_lite: str) -
         gallery.close()
 
 
+@requires_milvus
 def test_milvus_gallery_interrupted_while_being_created_opens(
     shared_lite: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -664,8 +674,9 @@ def test_milvus_gallery_interrupted_while_being_created_opens(
         gallery.close()
 
 
+@requires_milvus
 def test_milvus_credentials_never_reach_messages() -> None:
-    from service.milvus_gallery import redact
+    from service.milvus_client import redact
 
     assert redact("http://user:secret@milvus:19530/reid") == "http://***@milvus:19530/reid"
     assert redact("https://tok3n@milvus") == "https://***@milvus"
@@ -673,6 +684,7 @@ def test_milvus_credentials_never_reach_messages() -> None:
     assert redact("./data/milvus.db") == "./data/milvus.db"
 
 
+@requires_milvus
 def test_milvus_location_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.db"):
         MilvusGallery(str(tmp_path / "gallery"), SIGNATURE)
@@ -696,6 +708,7 @@ _HOLDER = textwrap.dedent(
 )
 
 
+@requires_milvus
 def test_milvus_lite_acknowledged_adds_survive_a_killed_process(tmp_path: Path) -> None:
     uri = str(tmp_path / "killed.db")
     holder = subprocess.Popen(

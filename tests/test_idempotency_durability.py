@@ -21,10 +21,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_fixtures import ServiceProcess, b64, encoded_frames, multipart_files
+from service_fixtures import (
+    ServiceProcess,
+    b64,
+    encoded_frames,
+    multipart_files,
+    requires_milvus,
+)
 from video_fixtures import VIDEO_ENV, post_video, small_scene, video_files, wait_job
 
 from service.client import ReidClient
+
+pytestmark = pytest.mark.slow  # kills and restarts servers: tens of seconds
 
 WRITE, READ = "write-key-1", "read-key-1"
 
@@ -36,7 +44,7 @@ def _server(model: Path, root: Path, backend: str) -> ServiceProcess:
     return ServiceProcess(model, root / "data", env)
 
 
-@pytest.fixture(params=["faiss", "milvus"])
+@pytest.fixture(params=["faiss", pytest.param("milvus", marks=requires_milvus)])
 def server(
     request: pytest.FixtureRequest, exported_model: Path, tmp_path: Path
 ) -> Iterator[ServiceProcess]:
@@ -49,7 +57,7 @@ def server(
 def _kill_and_restart(server: ServiceProcess) -> None:
     assert server.process is not None
     server.process.send_signal(signal.SIGKILL)
-    server.wait_exit()
+    server.process.wait(60)
     server.start()
 
 

@@ -257,7 +257,7 @@ def test_gradients_reach_attention_recurrence_and_convolutions() -> None:
         + nn.functional.cross_entropy(model.classify(pair.v_g), labels)
     )
     loss.backward()
-    for name in ("attention", "conv.0.weight", "conv.6.weight", "recurrent.W.weight"):
+    for name in ("attention", "conv.layers.0.weight", "conv.layers.6.weight", "recurrent.W.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 

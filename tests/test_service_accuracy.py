@@ -60,6 +60,7 @@ def test_shipped_model_card_describes_it() -> None:
     assert "rank1" in json.dumps(card["training"]["metrics"])
 
 
+@pytest.mark.slow
 def test_shipped_model_finds_unseen_persons_across_cameras(
     shipped_service: ServiceProcess,
 ) -> None:

@@ -18,7 +18,10 @@ from service_fixtures import (
     enroll,
     gallery_count,
     query,
+    requires_milvus,
 )
+
+pytestmark = requires_milvus
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def keyed_service(
             "REID_API_KEYS_WRITE": WRITE_KEY,
             "REID_BATCHING": "false",
         },
-        entry="cli",
+        entry="reid-serve",
     )
     server.start()
     yield server

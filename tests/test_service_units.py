@@ -6,20 +6,23 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from service_fixtures import encode, person_frames
+from service_fixtures import encode, person_frames, requires_milvus
 
 from model.card import pair_scorer_path_for
 from model.preprocessing import prepare_tracklet
-from service.api import StartupError, create_app
+from service.api import create_app
+from service.backends import open_gallery
 from service.batching import MicroBatcher
 from service.encoder import Encoder, ModelLoadError, spread_attention, subsample_indices
 from service.frames import EncodedFrame, FrameLimits, image_size, natural_key, sniff_format
-from service.gallery import ModelSignature, open_gallery
+from service.gallery import ModelSignature
+from service.runtime import StartupError
 from service.schemas import ApiError
 from service.security import ApiKeys, Scope
 from service.settings import DEFAULT_MODEL_PATH, Settings
@@ -53,6 +56,28 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert not settings.auth_enabled
     milvus = Settings(gallery_backend="milvus", data_dir=tmp_path)
     assert milvus.gallery_location() == str(tmp_path / "milvus.db")
+
+
+def test_settings_refuse_unknown_gallery_backends() -> None:
+    with pytest.raises(ValueError, match=r"'sqlite'.*faiss, milvus"):
+        Settings(gallery_backend="sqlite")
+
+
+def test_a_backend_without_its_extra_stops_the_start_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import service.backends as backends
+    from service.cli import entry_settings
+
+    absent = replace(backends.BACKENDS["milvus"], requires=("astpn_reid_absent_module",))
+    monkeypatch.setitem(backends.BACKENDS, "milvus", absent)
+    with pytest.raises(SystemExit) as exited:
+        entry_settings("reid-serve", gallery_backend="milvus")
+    message = str(exited.value.code)
+    assert message.startswith("reid-serve: error: the milvus gallery backend needs")
+    assert "pip install 'astpn-reid[milvus]'" in message and "\n" not in message
+    with pytest.raises(backends.BackendUnavailable, match=r"astpn-reid\[milvus\]"):
+        backends.open_gallery("milvus", "absent.db", ModelSignature("v", 8))
 
 
 def test_settings_refuse_unknown_image_formats() -> None:
@@ -319,6 +344,7 @@ def test_model_without_pair_scorer_serves_but_refuses_rerank(
     assert "has no pair scorer" in server.log()
 
 
+@requires_milvus
 def test_start_fails_clearly_when_the_milvus_server_is_unreachable(
     exported_model: Path, tmp_path: Path
 ) -> None:

@@ -89,6 +89,7 @@ def test_metadata_records_seed_counts_and_attributes(dataset: Path) -> None:
             assert rec["tracklets"][cam]["frames"] == on_disk
 
 
+@pytest.mark.slow
 def test_workers_do_not_change_a_single_byte(dataset: Path, dataset_two_workers: Path) -> None:
     one, two = _files(dataset), _files(dataset_two_workers)
     assert one.keys() == two.keys()
@@ -168,6 +169,7 @@ def test_cli_help_explains_every_option(capsys) -> None:
         assert option in text
 
 
+@pytest.mark.slow
 def test_cli_writes_dataset_and_summary(tmp_path: Path, capsys) -> None:
     args = _parser().parse_args(
         [

@@ -12,16 +12,9 @@ import numpy as np
 import pytest
 
 from model.preprocessing import CROP_SIZE, FLOW_X, FRAME_SIZE, mirror
-from training.sequences import (
-    AugmentConfig,
-    PairSampler,
-    build_pair_batch,
-    choose_frames,
-    load_sequences,
-    make_clip,
-    photometric,
-    tracklet_cache_key,
-)
+from training.augment import AugmentConfig, choose_frames, make_clip, photometric
+from training.sampling import PairSampler, build_pair_batch
+from training.sequences import load_sequences, tracklet_cache_key
 
 # ----------------------------------------------------------------------------- pair sampler
 
@@ -250,6 +243,7 @@ def _config(root: Path, **overrides):
     return TrainConfig(**settings)
 
 
+@pytest.mark.slow
 def test_training_loss_falls(tiny_root, tmp_path):
     from training.train import train_model
 
@@ -267,6 +261,7 @@ def test_training_loss_falls(tiny_root, tmp_path):
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_at_saved_iteration_with_identical_updates(tiny_root, tmp_path):
     from training.train import train_model
 
@@ -301,6 +296,7 @@ def test_pair_loss_follows_equation_6():
     assert unsquared.tolist() == pytest.approx([2**0.5, 2.0, 0.0])
 
 
+@pytest.mark.slow
 def test_train_validate_export_and_evaluate_checkpoint_and_onnx(tiny_root, tmp_path):
     from training.evaluate import EvalConfig, evaluate_runs
     from training.train import train_model

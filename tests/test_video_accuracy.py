@@ -30,6 +30,7 @@ def shipped_service(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
+@pytest.mark.slow
 def test_tracks_of_two_camera_videos_are_matched(shipped_service: ServiceProcess, tmp_path: Path):
     options = {"seed": 1, "track_frames": 32, "lanes": 2, "size": (640, 360)}
     cam1 = render_scene(tmp_path / "cam1.mp4", camera=1, identities=PERSONS, **options)

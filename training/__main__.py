@@ -12,6 +12,8 @@ COMMAND_MODULES = (
     "training.ablation",
     "training.export",
     "training.attention",
+    "training.pretrained",
+    "training.color_baseline",
 )
 
 

@@ -20,19 +20,35 @@ from typing import Any
 
 import numpy as np
 
+from training.cli import add_common_arguments, add_settings, parse_key_values, settings_from
+from training.config import TrainConfig
 from training.evaluate import (
     EmbedOptions,
-    add_dataset_arguments,
-    add_embed_arguments,
     evaluate_sequences,
     format_summary_table,
-    parse_key_values,
     resolve_device,
     torch_embed_fn,
 )
 from training.metrics import mean_std_over_splits
-from training.sequences import AUGMENT_PRESETS, load_sequences
-from training.train import HINGES, TrainConfig, train_model
+from training.sequences import load_sequences
+from training.train import train_model
+
+#: Train settings that the ablation sets itself for every run.
+_PER_RUN = (
+    "variant",
+    "split",
+    "out",
+    "train",
+    "val",
+    "validation",
+    "resume",
+    "export",
+    "export_name",
+    "export_version",
+    "export_from",
+    "checkpoint_every",
+    "validate_every",
+)
 
 PAPER_NAMES = {"rnncnn": "RNN-CNN", "aspn": "ASPN", "atpn": "ATPN", "astpn": "ASTPN"}
 COLOUR_BASELINE_LABEL = "colour histogram"
@@ -102,6 +118,7 @@ def run_ablation(
                     workers=base.workers,
                     progress=base.progress,
                     desc=f"preprocessing test split {split_index}",
+                    spec=base.input_spec(),
                 )
             assert trained.last_checkpoint is not None
             model, _ = load_checkpoint(trained.last_checkpoint)
@@ -112,6 +129,7 @@ def run_ablation(
                 test_seqs[: len(query)],
                 test_seqs[len(query) :],
                 base.embed,
+                crop_size=base.crop_size,
             )
             result.update(
                 split=split_index,
@@ -178,25 +196,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_dataset_arguments(parser)
+    add_common_arguments(parser)
     parser.add_argument("--splits", type=int, default=3, help="number of splits (0..N-1)")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help="comma-separated variants to compare"
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--epochs", type=int, default=100, help="epochs per run")
-    parser.add_argument(
-        "--max-minutes", type=float, default=None, help="training-time limit per run (minutes)"
-    )
-    parser.add_argument("--max-iterations", type=int, default=None, help="iterations per run")
-    parser.add_argument("--batch-pairs", type=int, default=8, help="pairs per mini-batch")
-    parser.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate")
-    parser.add_argument("--hinge", choices=HINGES, default="squared", help="see train --help")
-    parser.add_argument(
-        "--augment", choices=AUGMENT_PRESETS, default="full", help="see train --help"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed (the same for every run)")
-    add_embed_arguments(parser)
+    add_settings(parser, TrainConfig, skip=_PER_RUN)
+    add_settings(parser, EmbedOptions)
     parser.add_argument(
         "--no-colour-baseline",
         action="store_true",
@@ -212,23 +219,17 @@ def _main(args: argparse.Namespace) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    base = TrainConfig(
+    base = settings_from(
+        TrainConfig,
+        args,
         dataset=args.dataset,
         root=args.root,
         dataset_options=parse_key_values(args.dataset_option),
-        epochs=args.epochs,
-        max_minutes=args.max_minutes,
-        max_iterations=args.max_iterations,
-        batch_pairs=args.batch_pairs,
-        lr=args.lr,
-        hinge=args.hinge,
-        augment=args.augment,
-        seed=args.seed,
         device=args.device,
         threads=args.threads,
         cache_dir=args.cache_dir,
         workers=args.workers,
-        embed=EmbedOptions(args.max_frames, args.flip, args.query_role, args.gallery_role),
+        embed=settings_from(EmbedOptions, args),
         command="python -m training " + shlex.join(sys.argv[1:]),
         progress=not args.no_progress,
     )

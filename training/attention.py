@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from model.card import card_path_for, load_card, pair_scorer_path_for
+from model.card import INPUT_NAME, card_path_for, input_spec_of, load_card, pair_scorer_path_for
 from model.preprocessing import prepare_tracklet, read_frame
 
 _ROLES = ("probe", "gallery")
@@ -39,13 +39,14 @@ def explain(
 
     card = load_card(card_path_for(model_path))
     roles = card["roles"]
+    spec = input_spec_of(card)
     encoder = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
 
     def encode(frames: list[np.ndarray], role: str) -> dict[str, np.ndarray]:
         which = roles[role]
         outputs = encoder.run(
             [f"embedding_{which}", f"attention_{which}", "features"],
-            {"frames": prepare_tracklet(frames)[None]},
+            {INPUT_NAME: prepare_tracklet(frames, spec)[None]},
         )
         return dict(
             zip(("embedding", "attention", "features"), (o[0] for o in outputs), strict=True)

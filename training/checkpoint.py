@@ -17,9 +17,20 @@ import numpy as np
 import torch
 
 from model.network import ASTPN
+from model.preprocessing import PAPER_INPUT, InputSpec
 
 #: Keys that describe the network itself; training state may use any other name.
-MODEL_KEYS = ("variant", "num_identities", "feature_dim", "dropout", "state_dict")
+MODEL_KEYS = (
+    "variant",
+    "num_identities",
+    "feature_dim",
+    "dropout",
+    "backbone",
+    "input_spec",
+    "state_dict",
+)
+#: Keys that checkpoints written before backbones and input specs existed lack.
+_OPTIONAL_MODEL_KEYS = ("dropout", "backbone", "input_spec")
 
 
 def _plain(value: Any) -> Any:
@@ -45,6 +56,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: ASTPN, **extra: Any) ->
         "num_identities": model.num_identities,
         "feature_dim": model.feature_dim,
         "dropout": model.dropout_p,
+        "backbone": model.backbone,
+        "input_spec": model.input_spec.config(),
         # On the CPU so a GPU-trained checkpoint opens anywhere without map_location tricks.
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **_plain(extra),
@@ -74,18 +87,29 @@ def load_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     state = torch.load(path, map_location=map_location, weights_only=True)
-    missing = [key for key in MODEL_KEYS if key not in state and key != "dropout"]
+    missing = [key for key in MODEL_KEYS if key not in state and key not in _OPTIONAL_MODEL_KEYS]
     if missing:
         raise ValueError(
             f"{path} is not an ASTPN checkpoint (it lacks {', '.join(missing)}); checkpoints "
             "are written by `python -m training train`"
         )
-    model = ASTPN(
-        str(state["variant"]),
-        num_identities=int(state["num_identities"]),
-        feature_dim=int(state["feature_dim"]),
-        dropout=float(state.get("dropout", 0.6)),
-    )
+    model = build_model_from(state)
     model.load_state_dict(state["state_dict"])
     model.to(map_location).eval()
     return model, state
+
+
+def build_model_from(state: dict[str, Any], **overrides: Any) -> ASTPN:
+    """An untrained network shaped like the checkpoint ``state`` describes (``overrides``
+    replace any of its constructor arguments, e.g. a new dropout when resuming)."""
+    spec = state.get("input_spec")
+    arguments: dict[str, Any] = {
+        "variant": str(state["variant"]),
+        "num_identities": int(state["num_identities"]),
+        "feature_dim": int(state["feature_dim"]),
+        "dropout": float(state.get("dropout", 0.6)),
+        "backbone": str(state.get("backbone", "paper")),
+        "input_spec": InputSpec.from_config(spec) if spec else PAPER_INPUT,
+    }
+    arguments.update(overrides)
+    return ASTPN(**arguments)

@@ -9,7 +9,7 @@ distance, and the project's Euclidean CMC code applies unchanged.
 Protocol: exactly the network's, through the same dataset registry (``training.datasets``):
 the split's query and gallery tracklets, the same CMC/mAP code and same-camera exclusion.
 
-    python -m training.color_baseline --dataset synthetic --root data/synthetic --splits 3
+    python -m training color-baseline --dataset synthetic --root data/synthetic --splits 0,1,2
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from model.preprocessing import read_frame
+from training.cli import parse_int_list, parse_key_values
 from training.metrics import cmc_at, euclidean_distances, evaluate_rankings
 
 HSV_BINS = (8, 4, 4)
@@ -86,12 +87,10 @@ def evaluate_color_baseline(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    from training.datasets import build_dataset
-    from training.evaluate import parse_key_values
-
-    parser = argparse.ArgumentParser(
-        prog="python -m training.color_baseline",
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "color-baseline",
+        help="CMC/mAP of the colour-histogram matcher (the no-learning floor)",
         description="CMC/mAP of the colour-histogram matcher on a dataset's test protocol "
         "(the same query/gallery sets and metric code as `python -m training evaluate`).",
     )
@@ -100,18 +99,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dataset-option", action="append", metavar="KEY=VALUE", help="dataset builder option"
     )
-    parser.add_argument("--splits", type=int, default=3, help="evaluate splits 0..N-1, average")
+    parser.add_argument(
+        "--splits", type=parse_int_list, default=[0], help="comma-separated split indices"
+    )
     parser.add_argument("--max-frames", type=int, default=32, help="frames used per tracklet")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--all-test-identities",
+        action="store_true",
+        help="also test on the split's training persons (as evaluate does)",
+    )
+    parser.set_defaults(handler=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from training.datasets import build_dataset
+    from training.evaluate import protocol_sets
+
     dataset = build_dataset(args.dataset, args.root, **parse_key_values(args.dataset_option))
     results = []
-    for i in range(args.splits):
-        split = dataset.split(i)
-        results.append(evaluate_color_baseline(split.query, split.gallery, args.max_frames))
+    for i in args.splits:
+        query, gallery = protocol_sets(dataset.split(i), args.all_test_identities)
+        results.append(evaluate_color_baseline(query, gallery, args.max_frames))
         r = results[-1]
         print(
-            f"split {i}: rank1 {r['rank1']:.1%} rank5 {r['rank5']:.1%} "
-            f"rank10 {r['rank10']:.1%} rank20 {r['rank20']:.1%} mAP {r['mAP']:.1%}"
+            f"split {i} ({len(query)} queries, {len(gallery)} gallery): rank1 {r['rank1']:.1%} "
+            f"rank5 {r['rank5']:.1%} rank10 {r['rank10']:.1%} rank20 {r['rank20']:.1%} "
+            f"mAP {r['mAP']:.1%}"
         )
     mean = {
         k: float(np.mean([r[k] for r in results]))
@@ -119,7 +132,3 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("mean: " + " ".join(f"{k} {v:.1%}" for k, v in mean.items()))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

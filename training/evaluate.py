@@ -29,7 +29,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from model.preprocessing import mirror
+from model.card import INPUT_NAME, OUTPUT_NAMES, PAIR_SCORER_INPUTS, PAIR_SCORER_OUTPUTS
+from model.preprocessing import CROP_SIZE, InputSpec, mirror
+from training.cli import (
+    add_common_arguments,
+    add_settings,
+    parse_int_list,
+    parse_key_values,
+    setting,
+    settings_from,
+)
 from training.metrics import (
     DEFAULT_RANKS,
     cmc_at,
@@ -100,8 +109,8 @@ def onnx_pair_score_fn(onnx_path: str | Path, threads: int | None = None) -> Pai
     )
 
     def score(query: np.ndarray, candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        feeds = {"query": query, "candidates": candidates, "candidate_lengths": lengths}
-        return session.run(["distance"], feeds)[0]
+        feeds = dict(zip(PAIR_SCORER_INPUTS, (query, candidates, lengths), strict=True))
+        return session.run([PAIR_SCORER_OUTPUTS[0]], feeds)[0]
 
     return score
 
@@ -153,11 +162,14 @@ def onnx_embed_fn(onnx_path: str | Path, threads: int | None = None) -> EmbedFn:
     )
 
     def embed(x: np.ndarray) -> dict[str, np.ndarray]:
-        probe, gallery, features = session.run(
-            ["embedding_probe", "embedding_gallery", "features"],
-            {"frames": np.ascontiguousarray(x[None], dtype=np.float32)},
-        )
-        return {"probe": probe[0], "gallery": gallery[0], "features": features[0]}
+        frames = np.ascontiguousarray(x[None], dtype=np.float32)
+        outputs = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames}),
+                           strict=True))
+        return {
+            "probe": outputs["embedding_probe"][0],
+            "gallery": outputs["embedding_gallery"][0],
+            "features": outputs["features"][0],
+        }
 
     return embed
 
@@ -170,8 +182,9 @@ def embed_sequences(
     flip: bool = False,
     progress: bool = False,
     desc: str = "embedding",
+    crop_size: tuple[int, int] = CROP_SIZE,
 ) -> dict[str, np.ndarray]:
-    """Embed preprocessed (T, 5, 64, 48) sequences: first ``max_frames`` frames, central crop.
+    """Embed preprocessed (T, 5, H, W) sequences: first ``max_frames`` frames, central crop.
 
     ``flip`` averages the embedding with that of the mirrored sequence (test-time augmentation).
     Returns ``{"probe": (N, D), "gallery": (N, D)}`` and, when the embedding function gives
@@ -180,7 +193,7 @@ def embed_sequences(
     out: dict[str, list[np.ndarray]] = {role: [] for role in ROLES}
     features: list[np.ndarray] = []
     for seq in tqdm(sequences, desc=desc, unit="seq", disable=not progress, leave=False):
-        x = evaluation_view(seq, max_frames)
+        x = evaluation_view(seq, max_frames, crop_size)
         result = embed(x)
         if "features" in result:
             features.append(np.asarray(result["features"], dtype=np.float32))
@@ -267,10 +280,16 @@ def score_distances(
 class EmbedOptions:
     """How test sequences are embedded and which self-pairing role each side uses."""
 
-    max_frames: int = 128
-    flip: bool = False
-    query_role: str = "probe"
-    gallery_role: str = "gallery"
+    max_frames: int = setting(
+        128, "frames per test sequence, from its start (128, as the authors' code)"
+    )
+    flip: bool = setting(False, "average each sequence's embedding with its mirror image's")
+    query_role: str = setting(
+        "probe", "self-pairing role embedding the queries", choices=("probe", "gallery")
+    )
+    gallery_role: str = setting(
+        "gallery", "self-pairing role embedding the gallery", choices=("probe", "gallery")
+    )
 
     def __post_init__(self) -> None:
         for role in (self.query_role, self.gallery_role):
@@ -290,6 +309,7 @@ def evaluate_sequences(
     progress: bool = False,
     rerank: Sequence[int] = (),
     pair_score: PairScoreFn | None = None,
+    crop_size: tuple[int, int] = CROP_SIZE,
 ) -> dict[str, Any]:
     """Embed both sides and score them; ``role_table`` has rank-1/mAP for all four role pairs,
     ``rerank`` one result per K of pair-wise re-scoring (needs ``pair_score``)."""
@@ -303,6 +323,7 @@ def evaluate_sequences(
         flip=options.flip,
         progress=progress,
         desc="embedding queries",
+        crop_size=crop_size,
     )
     g_emb = embed_sequences(
         embed,
@@ -311,6 +332,7 @@ def evaluate_sequences(
         flip=options.flip,
         progress=progress,
         desc="embedding gallery",
+        crop_size=crop_size,
     )
     result = score_embeddings(
         q_emb[options.query_role], g_emb[options.gallery_role], query, gallery
@@ -383,6 +405,23 @@ def _default_label(path: str) -> str:
     return folders[-1] if folders else Path(path).stem
 
 
+def _model_functions(
+    kind: str, source: str, config: EvalConfig, device: str
+) -> tuple[EmbedFn, PairScoreFn | None, InputSpec]:
+    """Embedding and pair-scoring functions of one model file, and the input it takes."""
+    if kind == "checkpoint":
+        from training.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(source)
+        embed = torch_embed_fn(model.to(device), device)
+        return embed, torch_pair_score_fn(model, device), model.input_spec
+    from model.card import card_path_for, load_card
+
+    spec = InputSpec.from_config(load_card(card_path_for(source))["preprocessing"])
+    pair_score = onnx_pair_score_fn(source, config.threads) if config.rerank else None
+    return onnx_embed_fn(source, config.threads), pair_score, spec
+
+
 def evaluate_runs(config: EvalConfig) -> dict[str, Any]:
     """Evaluate every model source on every split; returns (and optionally writes) the report."""
     from training.datasets import build_dataset
@@ -411,35 +450,31 @@ def evaluate_runs(config: EvalConfig) -> dict[str, Any]:
             raise ValueError(f"split {split_index} out of range: {dataset.num_splits} splits")
         split = dataset.split(split_index)
         query, gallery = protocol_sets(split, config.all_test_identities)
-        sequences = load_sequences(
-            [*query, *gallery],
-            cache_dir=config.cache_dir,
-            workers=config.workers,
-            desc=f"preprocessing split {split_index}",
-            progress=config.progress,
-        )
-        q_seqs, g_seqs = sequences[: len(query)], sequences[len(query) :]
+        loaded: dict[InputSpec, list[np.ndarray]] = {}
         for run, (kind, path) in zip(runs, sources, strict=True):
             source = _pattern(path, split_index)
-            if kind == "checkpoint":
-                from training.checkpoint import load_checkpoint
-
-                model, _ = load_checkpoint(source)
-                embed = torch_embed_fn(model.to(device), device)
-                pair_score = torch_pair_score_fn(model, device)
-            else:
-                embed = onnx_embed_fn(source, config.threads)
-                pair_score = onnx_pair_score_fn(source, config.threads) if config.rerank else None
+            embed, pair_score, spec = _model_functions(kind, source, config, device)
+            if spec not in loaded:
+                loaded[spec] = load_sequences(
+                    [*query, *gallery],
+                    cache_dir=config.cache_dir,
+                    workers=config.workers,
+                    desc=f"preprocessing split {split_index}",
+                    progress=config.progress,
+                    spec=spec,
+                )
+            sequences = loaded[spec]
             result = evaluate_sequences(
                 embed,
                 query,
                 gallery,
-                q_seqs,
-                g_seqs,
+                sequences[: len(query)],
+                sequences[len(query) :],
                 config.embed,
                 progress=config.progress,
                 rerank=config.rerank,
                 pair_score=pair_score,
+                crop_size=spec.crop_size,
             )
             result.update(split=split_index, source=source)
             run["per_split"].append(result)
@@ -524,99 +559,6 @@ def format_summary_table(
 # ----------------------------------------------------------------------------- CLI
 
 
-def parse_key_values(items: Sequence[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` strings -> dict; values parsed as JSON when possible (numbers, booleans)."""
-    options: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
-        try:
-            options[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = value
-    return options
-
-
-def parse_int_list(text: str) -> list[int]:
-    """``"0,1,2"`` -> [0, 1, 2]; a single number is a one-element list."""
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, e.g. 0,1,2: {text!r}"
-        ) from None
-
-
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """Dataset options shared by train, evaluate and ablate."""
-    parser.add_argument(
-        "--dataset",
-        required=True,
-        help="dataset name: ilidsvid, prid2011, mars, folder or synthetic",
-    )
-    parser.add_argument("--root", required=True, help="dataset root folder")
-    parser.add_argument(
-        "--dataset-option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="extra option passed to the dataset builder (repeatable), e.g. "
-        "min_frames=21 for PRID-2011",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        default=None,
-        help="keep preprocessed tracklets here as .npy (keyed by frame files and "
-        "preprocessing settings) so later runs skip decoding and optical flow",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="threads for decoding/preprocessing tracklets (default 1)",
-    )
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="torch device; auto = cuda when available (default auto)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch/ONNX Runtime CPU threads (default: all cores)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    """Test-time embedding options shared by train (validation), evaluate and ablate."""
-    parser.add_argument(
-        "--max-frames",
-        type=int,
-        default=128,
-        help="frames per test sequence, from its start (default 128, as the authors' code)",
-    )
-    parser.add_argument(
-        "--flip",
-        action="store_true",
-        help="average each sequence's embedding with its mirror image's",
-    )
-    parser.add_argument(
-        "--query-role",
-        choices=ROLES,
-        default="probe",
-        help="self-pairing role embedding the queries (default probe)",
-    )
-    parser.add_argument(
-        "--gallery-role",
-        choices=ROLES,
-        default="gallery",
-        help="self-pairing role embedding the gallery (default gallery)",
-    )
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
@@ -631,7 +573,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_dataset_arguments(parser)
+    add_common_arguments(parser)
     parser.add_argument(
         "--splits",
         type=parse_int_list,
@@ -660,7 +602,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="name of each run in the table and plot, in --checkpoint then "
         "--onnx order (default: the checkpoint's folder name)",
     )
-    add_embed_arguments(parser)
+    add_settings(parser, EmbedOptions)
     parser.add_argument(
         "--all-test-identities",
         action="store_true",
@@ -689,7 +631,7 @@ def _main(args: argparse.Namespace) -> int:
         labels=args.label,
         splits=args.splits,
         dataset_options=parse_key_values(args.dataset_option),
-        embed=EmbedOptions(args.max_frames, args.flip, args.query_role, args.gallery_role),
+        embed=settings_from(EmbedOptions, args),
         rerank=args.rerank,
         all_test_identities=args.all_test_identities,
         device=args.device,

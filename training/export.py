@@ -43,7 +43,7 @@ from model.card import (
     sha256_file,
     write_card,
 )
-from model.network import ASTPN, INPUT_CHANNELS, INPUT_SIZE, VARIANTS
+from model.network import ASTPN, INPUT_CHANNELS, VARIANTS
 from training.checkpoint import load_checkpoint
 
 DEFAULT_OPSET = 18
@@ -52,7 +52,7 @@ CPU_TOLERANCE = 1e-4
 #: GPUs may use other kernels (TF32, fused convolutions); checked, reported, not fatal.
 GPU_TOLERANCE = 1e-2
 # Example input for tracing. Neither B nor T may be 0 or 1 here: torch.export specialises those.
-_EXAMPLE_SHAPE = (2, 16, INPUT_CHANNELS, *INPUT_SIZE)
+_EXAMPLE_STEPS = (2, 16)
 
 
 class _SelfPairingGraph(nn.Module):
@@ -105,7 +105,7 @@ def onnx_path_for(out_path: str | os.PathLike[str]) -> Path:
 
 
 def _write_onnx(model: ASTPN, path: Path, opset: int) -> None:
-    example = torch.randn(*_EXAMPLE_SHAPE)
+    example = torch.randn(*_EXAMPLE_STEPS, INPUT_CHANNELS, *model.input_spec.crop_size)
     batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
     with _quiet_exporter():
         torch.onnx.export(
@@ -207,9 +207,8 @@ def check_against_torch(
     """
     import onnxruntime as ort
 
-    frames = torch.from_numpy(
-        np.random.default_rng(seed).standard_normal((batch, length, INPUT_CHANNELS, *INPUT_SIZE))
-    ).float()
+    shape = (batch, length, INPUT_CHANNELS, *model.input_spec.crop_size)
+    frames = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape)).float()
     with torch.inference_mode():
         expected = [t.numpy() for t in model.self_pair(frames)]
     results: dict[str, Any] = {}
@@ -283,6 +282,8 @@ def export_onnx(
             opset=_opset_of(tmp),
             torch_version=torch.__version__,
             pair_scorer=pair_scorer_record(sha256_file(tmp_scorer), network.feature_dim),
+            input_spec=network.input_spec,
+            backbone=network.backbone,
         )
         os.replace(tmp_scorer, scorer_path)
         os.replace(tmp, onnx_path)

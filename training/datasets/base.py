@@ -147,16 +147,21 @@ def find_root(root: Path, marker: str, dataset: str) -> Path:
 
 
 def random_halves(
-    identities: Sequence[int], num_splits: int, seed: int
+    identities: Sequence[int], num_splits: int, seed: int, test_count: int | None = None
 ) -> list[tuple[list[int], list[int]]]:
-    """``num_splits`` seeded random (train, test) halves of ``identities`` (train gets the
-    smaller half when the count is odd)."""
+    """``num_splits`` seeded random (train, test) splits of ``identities``: halves (train gets
+    the smaller half when the count is odd), or ``test_count`` test identities when given."""
     ids = sorted(identities)
+    if test_count is not None and not 0 < int(test_count) < len(ids):
+        raise DatasetError(
+            f"test_identities must be between 1 and {len(ids) - 1} (the dataset has {len(ids)} "
+            f"identities), got {test_count}"
+        )
     rng = np.random.default_rng(seed)
     halves = []
     for _ in range(num_splits):
         order = [ids[i] for i in rng.permutation(len(ids))]
-        n_test = (len(ids) + 1) // 2
+        n_test = (len(ids) + 1) // 2 if test_count is None else int(test_count)
         halves.append((sorted(order[n_test:]), sorted(order[:n_test])))
     return halves
 

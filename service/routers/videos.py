@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, Response
 from pydantic import ValidationError
 
+from service.dependencies import CAN_READ, RuntimeDep, SettingsDep
 from service.gallery import GalleryError
 from service.idempotency import (
     HEADER,
@@ -38,8 +39,11 @@ from service.idempotency import (
     key_scope,
 )
 from service.jobs import JobHandle, JobRegistry, JobStore
+from service.metrics import ServiceMetrics
+from service.routers.query import rerank_of
+from service.runtime import Runtime
 from service.schemas import ApiError, ErrorResponse
-from service.security import API_KEY_HEADER, ApiKeys, Scope, require
+from service.security import API_KEY_HEADER, Scope
 from service.settings import Settings
 from service.uploads import Upload, receive_multipart
 from service.video_jobs import (
@@ -56,7 +60,7 @@ VIDEOS_PATH = "/videos"
 _JOB_NAMESPACE = uuid.UUID("0b8f4c55-51d5-4a0e-9a3b-7d0c5f1e2a61")
 
 
-def video_body_limits(settings: Settings) -> dict[str, tuple[int, str]]:
+def body_limits(settings: Settings) -> dict[str, tuple[int, str]]:
     """Routes whose body may exceed REID_MAX_REQUEST_BYTES (for BodySizeLimitMiddleware)."""
     return {VIDEOS_PATH: (settings.max_video_bytes, "REID_MAX_VIDEO_BYTES")}
 
@@ -123,14 +127,19 @@ def _new_job(job_id: str, job: Accepted) -> JobHandle:
     )
 
 
-def _work(job: Accepted, runtime: Any, loop: asyncio.AbstractEventLoop):
+def _work(
+    job: Accepted,
+    runtime: Runtime,
+    metrics: ServiceMetrics,
+    loop: asyncio.AbstractEventLoop,
+    rerank: int,
+):
     def run(handle: JobHandle) -> None:
         try:
-            results = cut_and_embed(handle, job, runtime, loop)
+            results = cut_and_embed(handle, job, runtime, metrics, loop)
             if job.fields.mode == "enroll":
                 tracks = enroll_tracks(job, handle.job_id, results, runtime.gallery)
             else:
-                rerank = runtime.rerank_default if job.fields.rerank is None else job.fields.rerank
                 tracks = query_tracks(job, results, runtime, rerank)
             handle.update(tracks=tracks)
         except GalleryError as exc:
@@ -143,48 +152,33 @@ def _work(job: Accepted, runtime: Any, loop: asyncio.AbstractEventLoop):
     return run
 
 
-def _check_rerank(fields: VideoFields, runtime: Any, settings: Settings) -> None:
-    if fields.mode != "query":
-        return
-    if fields.top_k > settings.max_top_k:
-        raise ApiError(
-            422, "top_k_too_large", f"top_k is {fields.top_k}; the limit is {settings.max_top_k}"
-        )
-    rerank = runtime.rerank_default if fields.rerank is None else fields.rerank
-    if rerank > settings.max_rerank:
-        raise ApiError(
-            422,
-            "rerank_too_large",
-            f"rerank is {rerank}; the limit is {settings.max_rerank} (REID_MAX_RERANK)",
-        )
-    if rerank and runtime.scorer is None:
-        raise ApiError(422, "rerank_unavailable", "the model has no pair scorer: use rerank=0")
+def _rerank(fields: VideoFields, settings: Settings, runtime: Runtime) -> int:
+    """Candidates each track's query re-scores, checked as /query checks them (0 to enroll)."""
+    return rerank_of(fields.query_fields(), settings, runtime) if fields.mode == "query" else 0
 
 
-def _lifespan(settings: Settings):
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Opens (and closes) the idempotency store and the video job registry."""
+    settings: Settings = app.state.settings
+    shutil.rmtree(_uploads_dir(settings), ignore_errors=True)  # left by a killed process
+    store = IdempotencyStore(settings.data_dir / "idempotency.sqlite3", settings.idempotency_ttl_s)
+    registry = JobRegistry(
+        JobStore(settings.data_dir / "video-jobs.sqlite3", settings.video_job_ttl_s),
+        workers=settings.video_workers,
+        max_jobs=settings.max_video_jobs,
+    )
+    app.state.idempotency = store
+    app.state.idempotency_locks = KeyLocks()
+    app.state.video_jobs = registry
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(registry.close)
+        store.close()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        shutil.rmtree(_uploads_dir(settings), ignore_errors=True)  # left by a killed process
-        store = IdempotencyStore(
-            settings.data_dir / "idempotency.sqlite3", settings.idempotency_ttl_s
-        )
-        registry = JobRegistry(
-            JobStore(settings.data_dir / "video-jobs.sqlite3", settings.video_job_ttl_s),
-            workers=settings.video_workers,
-            max_jobs=settings.max_video_jobs,
-        )
-        app.state.idempotency = store
-        app.state.idempotency_locks = KeyLocks()
-        app.state.video_jobs = registry
-        try:
-            yield
-        finally:
-            await anyio.to_thread.run_sync(registry.close)
-            store.close()
 
-    return lifespan
+router = APIRouter(tags=["videos"], lifespan=_lifespan)
 
 
 def _uploads_dir(settings: Settings) -> pathlib.Path:
@@ -204,6 +198,7 @@ async def _receive(request: Request, settings: Settings) -> Upload:
 async def _start_job(
     request: Request,
     settings: Settings,
+    runtime: Runtime,
     job_id: str,
     upload: Upload,
     fields: VideoFields,
@@ -212,11 +207,12 @@ async def _start_job(
     """Check the request (4xx now, before answering) and queue its job, which owns ``upload``
     from then on."""
     state = request.app.state
+    rerank = _rerank(fields, settings, runtime)
     accepted = await anyio.to_thread.run_sync(accept, upload, fields, settings, ids)
     handle = _new_job(job_id, accepted)
-    loop = asyncio.get_running_loop()
+    work = _work(accepted, runtime, state.metrics, asyncio.get_running_loop(), rerank)
     try:
-        state.video_jobs.submit(handle, _work(accepted, state.runtime, loop))
+        state.video_jobs.submit(handle, work)
     except BaseException:
         accepted.source.close()
         raise
@@ -226,6 +222,7 @@ async def _start_job(
 async def _start_keyed(
     request: Request,
     settings: Settings,
+    runtime: Runtime,
     upload: Upload,
     fields: VideoFields,
     key: str,
@@ -247,7 +244,7 @@ async def _start_keyed(
                 upload.cleanup()
                 return existing, True
             ids = IdContext(scope, key, fingerprint)
-            job = await _start_job(request, settings, job_id, upload, fields, ids)
+            job = await _start_job(request, settings, runtime, job_id, upload, fields, ids)
         except BaseException:
             upload.cleanup()
             raise
@@ -257,73 +254,71 @@ async def _start_keyed(
 
 
 async def _start(
-    request: Request, settings: Settings, mode: VideoMode, key: str | None
+    request: Request, settings: Settings, runtime: Runtime, mode: VideoMode, key: str | None
 ) -> tuple[VideoJob, bool]:
     """Receive, check and queue a video; (the job, whether it is a replay)."""
     upload = await _receive(request, settings)
     try:
         fields = _fields(upload, mode)
-        _check_rerank(fields, request.app.state.runtime, settings)
+        _rerank(fields, settings, runtime)  # refused before anything is decoded
         fingerprint = hashlib.sha256(f"{mode}\x1f{upload.fingerprint()}".encode()).hexdigest()
         if key is None:
             job_id = str(uuid.uuid4())
-            return await _start_job(request, settings, job_id, upload, fields, None), False
+            job = await _start_job(request, settings, runtime, job_id, upload, fields, None)
+            return job, False
     except BaseException:
         upload.cleanup()
         raise
-    return await _start_keyed(request, settings, upload, fields, key, fingerprint)
+    return await _start_keyed(request, settings, runtime, upload, fields, key, fingerprint)
 
 
-def video_router(settings: Settings, keys: ApiKeys) -> APIRouter:
-    """The video routes; their lifespan opens the idempotency store and the job registry."""
-    router = APIRouter(lifespan=_lifespan(settings))
+@router.post(
+    VIDEOS_PATH,
+    status_code=202,
+    response_model=VideoJob,
+    dependencies=[CAN_READ],
+    responses={503: {"model": ErrorResponse}},
+    openapi_extra=_multipart_doc(),
+    summary="Cut a video's tracks into tracklets; enroll them or query with them",
+)
+async def post_video(
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    mode: Annotated[VideoMode, Query(description="enroll (needs a write key) or query.")],
+    idempotency_key: Annotated[
+        str | None, Header(alias=HEADER, description=KEY_DESCRIPTION)
+    ] = None,
+) -> VideoJob:
+    """Multipart: ``video`` (or ``archive``/``frames`` of MOT's img1/), ``tracks`` (MOT text),
+    ``camera`` and options. Answers 202 with the job; poll ``GET /videos/{job_id}``. Enrolment
+    is all-or-nothing. With an ``Idempotency-Key``, a retry answers the same job and never
+    enrolls twice."""
+    if mode == "enroll":  # before a byte of the upload is read, as the other routes do
+        request.app.state.api_keys.check(request.headers.get(API_KEY_HEADER), Scope.WRITE)
+    key = check_key(idempotency_key)
+    job, replayed = await _start(request, settings, runtime, mode, key)
+    response.headers["Location"] = f"{VIDEOS_PATH}/{job.job_id}"
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return job
 
-    @router.post(
-        VIDEOS_PATH,
-        status_code=202,
-        response_model=VideoJob,
-        dependencies=[Depends(require(keys, Scope.READ))],
-        responses={503: {"model": ErrorResponse}},
-        openapi_extra=_multipart_doc(),
-        summary="Cut a video's tracks into tracklets; enroll them or query with them",
-    )
-    async def post_video(
-        request: Request,
-        response: Response,
-        mode: Annotated[VideoMode, Query(description="enroll (needs a write key) or query.")],
-        idempotency_key: Annotated[
-            str | None, Header(alias=HEADER, description=KEY_DESCRIPTION)
-        ] = None,
-    ) -> VideoJob:
-        """Multipart: ``video`` (or ``archive``/``frames`` of MOT's img1/), ``tracks`` (MOT
-        text), ``camera`` and options. Answers 202 with the job; poll ``GET /videos/{job_id}``.
-        Enrolment is all-or-nothing. With an ``Idempotency-Key``, a retry answers the same job
-        and never enrolls twice."""
-        if mode == "enroll":
-            keys.check(request.headers.get(API_KEY_HEADER), Scope.WRITE)
-        key = check_key(idempotency_key)
-        job, replayed = await _start(request, settings, mode, key)
-        response.headers["Location"] = f"{VIDEOS_PATH}/{job.job_id}"
-        if replayed:
-            response.headers[REPLAYED_HEADER] = "true"
-        return job
 
-    @router.get(
-        VIDEOS_PATH + "/{job_id}",
-        response_model=VideoJob,
-        dependencies=[Depends(require(keys, Scope.READ))],
-        summary="A video job: progress, then its tracks",
-    )
-    async def get_video(request: Request, job_id: Annotated[str, Path(max_length=64)]) -> VideoJob:
-        job = await anyio.to_thread.run_sync(request.app.state.video_jobs.get, job_id)
-        if job is None:
-            raise ApiError(
-                404,
-                "job_not_found",
-                f"no video job {job_id!r}: it ended more than REID_VIDEO_JOB_TTL_S ago, or the "
-                "service restarted while it ran. POST the video again (with the same "
-                "Idempotency-Key nothing is enrolled twice)",
-            )
-        return job
-
-    return router
+@router.get(
+    VIDEOS_PATH + "/{job_id}",
+    response_model=VideoJob,
+    dependencies=[CAN_READ],
+    summary="A video job: progress, then its tracks",
+)
+async def get_video(request: Request, job_id: Annotated[str, Path(max_length=64)]) -> VideoJob:
+    job = await anyio.to_thread.run_sync(request.app.state.video_jobs.get, job_id)
+    if job is None:
+        raise ApiError(
+            404,
+            "job_not_found",
+            f"no video job {job_id!r}: it ended more than REID_VIDEO_JOB_TTL_S ago, or the "
+            "service restarted while it ran. POST the video again (with the same "
+            "Idempotency-Key nothing is enrolled twice)",
+        )
+    return job

@@ -1,0 +1,98 @@
+"""``/identities``: list them (paged, sorted by name), read one with its tracklets, delete one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Query
+from fastapi.exceptions import RequestValidationError
+
+from service.dependencies import CAN_READ, CAN_WRITE, RuntimeDep, SettingsDep
+from service.routers.tracklets import tracklet_out
+from service.schemas import ApiError, DeletedIdentity, IdentityDetail, IdentityOut, IdentityPage
+
+router = APIRouter(tags=["identities"])
+
+
+@dataclass(frozen=True)
+class Page:
+    offset: int
+    limit: int
+
+
+def _page(
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[
+        int, Query(ge=1, description="At most REID_MAX_PAGE_SIZE (1000 by default).")
+    ] = 100,
+) -> Page:
+    # The upper bound is a setting, so it is checked here rather than declared on the
+    # parameter; the error is the one a declared bound gives.
+    if limit > settings.max_page_size:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "limit"),
+                    "msg": f"Input should be less than or equal to {settings.max_page_size}",
+                    "type": "less_than_equal",
+                }
+            ]
+        )
+    return Page(offset, limit)
+
+
+@router.get(
+    "/identities",
+    response_model=IdentityPage,
+    dependencies=[CAN_READ],
+    summary="List identities (paged, sorted by name)",
+)
+async def list_identities(
+    runtime: RuntimeDep, page: Annotated[Page, Depends(_page)]
+) -> IdentityPage:
+    gallery = runtime.gallery
+    items, total = await anyio.to_thread.run_sync(gallery.list_identities, page.offset, page.limit)
+    return IdentityPage(
+        items=[
+            IdentityOut(
+                identity=item.identity,
+                num_tracklets=item.num_tracklets,
+                cameras=list(item.cameras),
+                first_seen=item.first_seen,
+                last_seen=item.last_seen,
+            )
+            for item in items
+        ],
+        total=total,
+        offset=page.offset,
+        limit=page.limit,
+    )
+
+
+@router.get(
+    "/identities/{identity:path}",
+    response_model=IdentityDetail,
+    dependencies=[CAN_READ],
+    summary="One identity and its tracklets",
+)
+async def get_identity(runtime: RuntimeDep, identity: str) -> IdentityDetail:
+    records = await anyio.to_thread.run_sync(runtime.gallery.get_identity, identity)
+    if not records:
+        raise ApiError(404, "identity_not_found", f"identity {identity!r} is not enrolled")
+    return IdentityDetail(identity=identity, tracklets=[tracklet_out(r) for r in records])
+
+
+@router.delete(
+    "/identities/{identity:path}",
+    response_model=DeletedIdentity,
+    dependencies=[CAN_WRITE],
+    summary="Delete an identity and all its tracklets",
+)
+async def delete_identity(runtime: RuntimeDep, identity: str) -> DeletedIdentity:
+    deleted = await anyio.to_thread.run_sync(runtime.gallery.delete_identity, identity)
+    if not deleted:
+        raise ApiError(404, "identity_not_found", f"identity {identity!r} is not enrolled")
+    return DeletedIdentity(identity=identity, deleted_tracklets=deleted)
