@@ -11,7 +11,7 @@ from model.choices import BACKBONES, VARIANTS
 from model.preprocessing import COLOUR_MODES, CROP_SIZE, FLOW_MODES, FRAME_SIZE, InputSpec
 from training.augment import AUGMENT_PRESETS, CLIP_LENGTH
 from training.cli import parse_int_list, parse_size, setting
-from training.evaluate import EmbedOptions
+from training.embedding import EmbedOptions
 from training.losses import HINGES
 from training.sources import Source
 

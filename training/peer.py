@@ -66,7 +66,7 @@ def export_peer_onnx(path: str | Path) -> Path:
 
 def peer_embed_fn() -> Any:
     """An ``EmbedFn`` (training.evaluate) of the peer, in PyTorch."""
-    from training.evaluate import torch_embed_fn
+    from training.embedding import torch_embed_fn
 
     return torch_embed_fn(ImageNetPeer())
 

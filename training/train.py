@@ -31,7 +31,7 @@ import numpy as np
 
 from training.cli import add_common_arguments, add_settings, parse_key_values, settings_from
 from training.config import TrainConfig
-from training.evaluate import EmbedOptions
+from training.embedding import EmbedOptions
 from training.losses import pair_loss  # noqa: F401  (re-exported: part of the trainer's API)
 
 

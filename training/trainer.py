@@ -17,7 +17,8 @@ from model.network import ASTPN
 from training.augment import AugmentConfig
 from training.checkpoint import build_model_from, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
-from training.evaluate import evaluate_sequences, resolve_device, torch_embed_fn
+from training.embedding import torch_embed_fn
+from training.evaluate import evaluate_sequences, resolve_device
 from training.losses import batch_hard_triplet, identity_loss, pair_loss
 from training.sampling import (
     IdentitySampler,
