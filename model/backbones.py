@@ -11,10 +11,11 @@ Two are registered:
   of re-id practice: a 128 x 64 crop gives an 8 x 4 map rather than 4 x 2), then a 1x1
   convolution to 128 channels so that the 4/2/1 pyramid gives 2688 values per frame, about the
   paper's 2720. The flow channels enter its first convolution through weights that start at
-  zero, so training begins from the pretrained colour network and learns what flow adds.
+  zero (:class:`Stem`), so training begins from the pretrained colour network and learns what
+  flow adds.
 
 Layer names of ``mobilenetv2`` follow the common PyTorch layout (``features.<i>.conv.<j>``), so
-ImageNet state dicts load by name.
+ImageNet state dicts load by name (``training/pretrained.py`` maps the stem's).
 """
 
 from __future__ import annotations
@@ -139,6 +140,25 @@ def _conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int, groups: int = 1)
     ]
 
 
+class Stem(nn.Module):
+    """MobileNetV2's first convolution (3x3, stride 2) over colour *and* flow: written as two
+    convolutions summed before one batch norm (the same function as one 5-channel
+    convolution), so that the pretrained colour part can stay frozen while the flow part, which
+    starts at zero, learns."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.colour = nn.Conv2d(COLOUR_INPUTS, out_channels, 3, 2, 1, bias=False)
+        self.flow = nn.Conv2d(FLOW_INPUTS, out_channels, 3, 2, 1, bias=False)
+        nn.init.zeros_(self.flow.weight)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        colour = self.colour(x[:, :COLOUR_INPUTS])
+        return self.act(self.bn(colour + self.flow(x[:, COLOUR_INPUTS:])))
+
+
 class InvertedResidual(nn.Module):
     """1x1 expansion (unless t = 1) - 3x3 depthwise - 1x1 linear projection, with a residual
     connection when the shape is kept."""
@@ -173,8 +193,7 @@ class MobileNetV2(Backbone):
 
     def __init__(self, imagenet_layout: bool = False) -> None:
         super().__init__()
-        stem = [*_conv_bn(COLOUR_INPUTS + FLOW_INPUTS, _MOBILENET_STEM, 3, 2)]
-        layers: list[nn.Module] = [nn.Sequential(*stem, nn.ReLU6(inplace=True))]
+        layers: list[nn.Module] = [Stem(_MOBILENET_STEM)]
         channels = _MOBILENET_STEM
         for expansion, out_ch, repeats, stride in _MOBILENET_STAGES:
             if imagenet_layout and out_ch == 160:
@@ -198,7 +217,7 @@ class MobileNetV2(Backbone):
 
     def _initialise(self) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Conv2d) and module is not self.features[0].flow:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
@@ -211,8 +230,8 @@ class MobileNetV2(Backbone):
         return h, w
 
     def freeze(self, blocks: int) -> None:
-        """Freeze the stem and the first ``blocks - 1`` inverted residuals: their weights get
-        no gradient and their batch statistics stay ImageNet's. Early layers see generic
+        """Freeze the stem's colour part and the first ``blocks - 1`` inverted residuals: their
+        weights get no gradient and their batch statistics stay ImageNet's. Early layers see generic
         edges and colours; freezing them costs little accuracy and saves about a third of the
         backward pass at 128 x 64 (docs/training.md)."""
         if not 0 <= blocks <= len(self.features):
@@ -220,6 +239,8 @@ class MobileNetV2(Backbone):
         self.frozen = blocks
         for parameter in self.features[:blocks].parameters():
             parameter.requires_grad_(False)
+        # What the flow channels carry is not in the ImageNet weights: it always learns.
+        self.features[0].flow.weight.requires_grad_(True)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> MobileNetV2:

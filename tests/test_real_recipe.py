@@ -111,8 +111,8 @@ def test_imagenet_weights_load_by_name_with_zero_flow_inputs() -> None:
         stem = archive["features.0.0.weight"].astype(np.float32)
     state = backbone.state_dict()
     np.testing.assert_array_equal(state["features.5.conv.3.weight"].numpy(), expected)
-    np.testing.assert_array_equal(state["features.0.0.weight"][:, :3].numpy(), stem)
-    assert not state["features.0.0.weight"][:, 3:].any()
+    np.testing.assert_array_equal(state["features.0.colour.weight"].numpy(), stem)
+    assert not state["features.0.flow.weight"].any()
 
 
 def test_masked_frames_skip_the_cnn_and_leave_real_steps_unchanged() -> None:
@@ -207,12 +207,15 @@ def test_frozen_stages_keep_their_weights_and_statistics() -> None:
     backbone.freeze(4)
     backbone.train()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    out = backbone(torch.rand(4, 5, 64, 32).contiguous(memory_format=torch.channels_last))
+    out = backbone(torch.rand(4, 5, 64, 32).contiguous(memory_format=torch.channels_last) - 0.5)
     out.sum().backward()
     after = backbone.state_dict()
-    frozen = [k for k in before if k.startswith(("features.0.", "features.3."))]
+    frozen_prefixes = ("features.0.colour", "features.0.bn", "features.3.")
+    frozen = [k for k in before if k.startswith(frozen_prefixes)]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
-    assert backbone.features[0][0].weight.grad is None
+    assert backbone.features[0].colour.weight.grad is None
+    # The flow part always learns: its ImageNet weights do not exist.
+    assert backbone.features[0].flow.weight.grad.abs().sum() > 0
     assert backbone.features[4].conv[0].weight.grad is not None
     assert not torch.equal(before["features.5.conv.1.running_mean"],
                            after["features.5.conv.1.running_mean"])
