@@ -30,6 +30,7 @@ the GIL, so serialising costs no parallelism).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -43,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from service.gallery import (
+    MAX_THUMBNAILS,
     Gallery,
     GalleryError,
     GalleryModelMismatch,
@@ -51,9 +53,11 @@ from service.gallery import (
     ModelSignature,
     SearchFilters,
     StoredFeatures,
+    ThumbnailStats,
     TrackletExists,
     TrackletRecord,
     check_records,
+    name_contains,
     query_vector,
 )
 from service.milvus_client import (
@@ -69,9 +73,10 @@ from service.milvus_schema import (
     HNSW_MIN_EF,
     META_FIELDS,
     PROP_SCHEMA_VERSION,
-    SCHEMA_VERSION,
+    READABLE_SCHEMA_VERSIONS,
     SEARCH_FIELDS,
     SUMMARY_FIELDS,
+    THUMBNAIL_FIELDS,
     IdentityAggregate,
     and_,
     check_sizes,
@@ -196,10 +201,18 @@ class MilvusGallery(Gallery):
                 "matching model, point REID_MILVUS_URI at a new gallery, or re-enroll the "
                 "tracklets with this model"
             )
-        if int(properties.get(PROP_SCHEMA_VERSION, "0")) != SCHEMA_VERSION:
+        version = int(properties.get(PROP_SCHEMA_VERSION, "0"))
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise GalleryError(
                 f"the Milvus {where} has schema version {properties.get(PROP_SCHEMA_VERSION)}; "
-                f"this code reads version {SCHEMA_VERSION}"
+                f"this code reads versions {READABLE_SCHEMA_VERSIONS}"
+            )
+        self._thumbnails = version >= 2
+        if not self._thumbnails:
+            log.warning(
+                "the Milvus %s predates thumbnails (schema version 1): enrolments keep none. "
+                "`reid-gallery migrate` it into a new collection to keep them",
+                where,
             )
         # A server keeps collections loaded across restarts; Milvus Lite opens them released.
         self._client.load_collection(self.collection)
@@ -230,7 +243,7 @@ class MilvusGallery(Gallery):
             check_sizes(record)
         if not records:
             return
-        rows = [to_row(record) for record in records]
+        rows = [to_row(record, with_thumbnails=self._thumbnails) for record in records]
         ids = [record.tracklet_id for record in records]
         with self._write_lock:
             with milvus_errors(f"checking {len(ids)} tracklet ids"):
@@ -458,12 +471,14 @@ class MilvusGallery(Gallery):
         return records
 
     def list_identities(
-        self, offset: int = 0, limit: int = 100
+        self, offset: int = 0, limit: int = 100, contains: str | None = None
     ) -> tuple[list[IdentitySummary], int]:
         # Milvus has no GROUP BY: aggregate the four small scalar fields of every row here.
         summaries: dict[str, IdentityAggregate] = {}
         with self._read_lock, milvus_errors("listing identities"):
             for row in self._scan("", SUMMARY_FIELDS):
+                if contains and not name_contains(row["identity"], contains):
+                    continue
                 summary = summaries.setdefault(row["identity"], IdentityAggregate())
                 summary.add(row)
         names = sorted(summaries)
@@ -472,29 +487,66 @@ class MilvusGallery(Gallery):
 
     def count(self) -> int:
         with self._read_lock, milvus_errors("counting tracklets"):
-            rows = self._client.query(
-                self.collection,
-                filter="",
-                output_fields=["count(*)"],
-                consistency_level="Strong",
-            )
+            return self._count("")
+
+    def thumbnail_frames(self, tracklet_ids: Sequence[str]) -> dict[str, list[int]]:
+        if not self._thumbnails:
+            return {}
+        with self._read_lock, milvus_errors("reading thumbnails"):
+            rows = self._get(list(dict.fromkeys(tracklet_ids)), ["thumbnail_frames"])
+        return {
+            r["tracklet_id"]: list(r["thumbnail_frames"]) for r in rows if r["thumbnail_frames"]
+        }
+
+    def get_thumbnail(self, tracklet_id: str, position: int) -> bytes | None:
+        if not self._thumbnails or position < 0:
+            return None
+        with self._read_lock, milvus_errors(f"reading the thumbnails of {tracklet_id!r}"):
+            rows = self._get([tracklet_id], ["thumbnails"])
+        jpegs = rows[0]["thumbnails"] if rows else []
+        return base64.b64decode(jpegs[position]) if position < len(jpegs) else None
+
+    def thumbnail_stats(self) -> ThumbnailStats:
+        """Counted by thumbnails per row (count(*) is the only aggregate Milvus has, so the
+        bytes are not totalled)."""
+        if not self._thumbnails:
+            return ThumbnailStats(count=0, bytes=None)
+        count = 0
+        with self._read_lock, milvus_errors("counting thumbnails"):
+            remaining = self._count("array_length(thumbnail_frames) > 0")
+            for length in range(1, MAX_THUMBNAILS + 1):
+                if not remaining:
+                    break
+                rows = self._count(f"array_length(thumbnail_frames) == {length}")
+                count += length * rows
+                remaining -= rows
+        return ThumbnailStats(count=count, bytes=None)
+
+    def _count(self, expression: str) -> int:
+        rows = self._client.query(
+            self.collection,
+            filter=expression,
+            output_fields=["count(*)"],
+            consistency_level="Strong",
+        )
         return int(rows[0]["count(*)"])
 
     def iter_records(self, batch_size: int = 1000) -> Iterator[list[TrackletRecord]]:
         """Batches in primary-key order, the lock held one batch at a time so concurrent adds
         and deletes stay possible during a long migration."""
+        fields = ALL_FIELDS + (THUMBNAIL_FIELDS if self._thumbnails else [])
         if not self._paged_reads:
             # Ids first (small), then the records batch by batch.
             with self._read_lock, milvus_errors("reading the gallery"):
                 ids = sorted(row["tracklet_id"] for row in self._scan("", []))
             for start in range(0, len(ids), batch_size):
                 with self._read_lock, milvus_errors("reading the gallery"):
-                    rows = self._get(ids[start : start + batch_size], ALL_FIELDS, batch_size)
+                    rows = self._get(ids[start : start + batch_size], fields, batch_size)
                 rows.sort(key=lambda row: row["tracklet_id"])
                 if rows:
                     yield [from_row(row) for row in rows]
             return
-        for page in self._query_pages("", ALL_FIELDS, batch_size):
+        for page in self._query_pages("", fields, batch_size):
             yield [from_row(row) for row in page]
 
     def close(self) -> None:

@@ -50,7 +50,11 @@ def _ids(matches: list[dict]) -> list[str]:
 def test_enroll_query_restart_delete_on_milvus(milvus_service: ServiceProcess) -> None:
     with milvus_service.client() as client:
         ready = client.get("/readyz").json()
-        assert ready["gallery"] == {"backend": "milvus", "count": 0}
+        assert ready["gallery"] == {
+            "backend": "milvus",
+            "count": 0,
+            "thumbnails": {"enabled": True, "count": 0, "bytes": None},
+        }
         alice = enroll(
             client,
             "alice",
