@@ -11,22 +11,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_gallery_contract import (  # noqa: F401  (fixtures used by name)
-    DIM,
-    SIGNATURE,
-    OpenGallery,
-    backend,
-    make_record,
-    open_gallery,
-    own_location,
-    reopen,
-    shared_lite,
-)
+import test_gallery_contract as contract
+from test_gallery_contract import DIM, SIGNATURE, OpenGallery, make_record, reopen
 
 from service.faiss_gallery import FaissGallery
 from service.faiss_store import database_path
 from service.gallery import MAX_THUMBNAIL_BYTES, Thumbnail, TrackletRecord
 from service.thumbnails import ThumbnailConfig, encode_jpeg, make_thumbnails, pick_frames
+
+# The contract suite's fixtures: every test here runs on each backend.
+backend = contract.backend
+open_gallery = contract.open_gallery
+own_location = contract.own_location
+shared_lite = contract.shared_lite
 
 
 def jpeg(seed: int, side: int = 32) -> bytes:
