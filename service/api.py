@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.encoder import ModelLoadError
 from service.errors import ERROR_RESPONSES, install_error_handlers
@@ -22,7 +23,7 @@ from service.frames import FrameLimits
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.openapi import install_openapi
-from service.routers import health, identities, query, tracklets
+from service.routers import health, identities, query, tracklets, ui
 from service.runtime import StartupError, open_runtime
 from service.schemas import BatchEnrollRequest, EnrollJson, QueryJson
 from service.security import ApiKeys
@@ -62,7 +63,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> FastAPI:
     """The service, configured by ``settings``; the model and gallery open in its lifespan."""
-    app = FastAPI(
+    # FastAPIOffline serves /docs and /redoc with Swagger UI and ReDoc files from its own
+    # package instead of a CDN, so they work without internet.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},
         title="ASTPN video person re-identification",
         version=SERVICE_VERSION,
         description="Enroll tracklets (sequences of person crops) and query who a tracklet "
@@ -79,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Starlette runs the last added middleware first: metrics see the limiter's 413s too.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    for module in (tracklets, query, identities, health):
+    for module in (tracklets, query, identities, health, ui):
         app.include_router(module.router)
     install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest])
     return app
