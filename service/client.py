@@ -46,9 +46,11 @@ class ReidClient:
     def query(self, frames: Sequence[bytes], **fields: Any) -> dict[str, Any]:
         """``POST /query`` with these encoded frames; ``fields`` as the API names them (None
         values are left out)."""
-        body = {name: value for name, value in fields.items() if value is not None}
-        body["frames"] = [base64.b64encode(frame).decode("ascii") for frame in frames]
-        return self._json("/query", body)
+        return self._json("/query", _frames_body(frames, fields))
+
+    def enroll(self, frames: Sequence[bytes], identity: str, **fields: Any) -> dict[str, Any]:
+        """``POST /tracklets`` with these encoded frames (needs a write key when keys are on)."""
+        return self._json("/tracklets", _frames_body(frames, {**fields, "identity": identity}))
 
     def tracklet(self, tracklet_id: str) -> dict[str, Any]:
         return self._json(f"/tracklets/{urllib.parse.quote(tracklet_id, safe='')}")
@@ -56,6 +58,12 @@ class ReidClient:
     def thumbnail(self, url: str) -> bytes:
         """A thumbnail's JPEG, from the ``url`` a tracklet lists."""
         return self._request(url)[0]
+
+
+def _frames_body(frames: Sequence[bytes], fields: dict[str, Any]) -> dict[str, Any]:
+    body = {name: value for name, value in fields.items() if value is not None}
+    body["frames"] = [base64.b64encode(frame).decode("ascii") for frame in frames]
+    return body
 
 
 def _error_message(content: bytes) -> str:

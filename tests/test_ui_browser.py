@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import chromium, console_errors, foreign, requested_urls, requires_chromium
 from service_fixtures import ServiceProcess, encode, person_frames
 
-pytestmark = [pytest.mark.slow, requires_chromium]
+from bench.browser import MISSING, MISSING_REASON, chromium, console_errors, foreign, requested_urls
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(MISSING), reason=MISSING_REASON)]
 
 WRITE_KEY = "ui-write-key-0123456789"
 #: Seconds a step may take on a loaded 2-core machine.

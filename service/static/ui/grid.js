@@ -31,10 +31,10 @@ export function bars(weights, { marked = new Set(), label = "" } = {}) {
   return strip;
 }
 
-// A picture with its attention weight drawn as a bar under it.
-function weighted(src, weight, largest, caption) {
-  const image = element("img", { alt: caption });
-  Promise.resolve(src).then((url) => { image.src = url; }, () => { image.alt = `${caption} (unavailable)`; });
+// A picture of frame `frame` with its attention weight drawn as a bar under it.
+function weighted(src, weight, largest, frame) {
+  const image = element("img", { alt: `frame ${frame}` });
+  Promise.resolve(src).then((url) => { image.src = url; }, () => { image.alt = `frame ${frame} (unavailable)`; });
   const meter = element("div", { className: "meter", title: `attention ${weight.toFixed(3)}` }, [
     element("span"),
   ]);
@@ -42,7 +42,10 @@ function weighted(src, weight, largest, caption) {
   return element("figure", { className: "frame" }, [
     image,
     meter,
-    element("figcaption", {}, [element("span", { text: caption }), element("b", { text: weight.toFixed(2) })]),
+    element("figcaption", { title: `frame ${frame}, attention ${weight.toFixed(3)}` }, [
+      element("span", { text: `#${frame}` }),
+      element("b", { text: weight.toFixed(2) }),
+    ]),
   ]);
 }
 
@@ -51,7 +54,7 @@ export function frameStrip(frames, attention, title) {
   const largest = Math.max(...attention);
   const strip = element("div", { className: "strip" });
   attention.forEach((weight, i) => {
-    strip.append(weighted(frames[i] ? frames[i].url : "", weight, largest, `frame ${i}`));
+    strip.append(weighted(frames[i] ? frames[i].url : "", weight, largest, i));
   });
   return element("section", { className: "query" }, [element("h3", { text: title }), strip]);
 }
@@ -65,7 +68,7 @@ export function thumbnailStrip(tracklet, pair) {
   const largest = Math.max(...(pair || tracklet.attention));
   const strip = element("div", { className: "strip" });
   thumbnails.forEach((t, i) => {
-    strip.append(weighted(thumbnailUrl(t.url), weights[i], largest, `frame ${t.frame_index}`));
+    strip.append(weighted(thumbnailUrl(t.url), weights[i], largest, t.frame_index));
   });
   return strip;
 }

@@ -1,10 +1,10 @@
-"""Headless Chromium for the page's tests: Debian's ``chromium`` driven through its
-``chromium-driver`` by Selenium, with every connection to anything but this machine cut off and
-every request the page makes recorded (Chrome's performance log), so a test can prove the page
-needed nothing from another host.
+"""Headless Chromium for the page's tests and its screenshot: Debian's ``chromium`` driven
+through its ``chromium-driver`` by Selenium, with every connection to anything but this machine
+cut off and every request the page makes recorded (Chrome's performance log), so a test can
+prove the page needed nothing from another host.
 
-``.ci/run`` installs the two Debian packages where they are missing; elsewhere the tests skip,
-saying which packages to install.
+``.ci/run`` installs the two Debian packages where they are missing; elsewhere the tests skip
+with :data:`MISSING_REASON`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 MISSING = [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).exists()]
-requires_chromium = pytest.mark.skipif(
-    bool(MISSING),
-    reason=f"{', '.join(MISSING)} not found: apt-get install -y chromium chromium-driver "
-    "(.ci/run does this)",
+MISSING_REASON = (
+    f"{', '.join(MISSING)} not found: apt-get install -y chromium chromium-driver "
+    "(.ci/run does this)"
 )
 
 #: Chrome bypasses the proxy for loopback addresses only: a dead proxy for everything else
