@@ -63,9 +63,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> FastAPI:
     """The service, configured by ``settings``; the model and gallery open in its lifespan."""
-    # FastAPIOffline serves /docs and /redoc with Swagger UI and ReDoc files from its own
-    # package instead of a CDN, so they work without internet.
+    # FastAPIOffline serves /docs with Swagger UI's files from its own package instead of a
+    # CDN, so it works without internet. No /redoc: ReDoc's page fetches its logo from its
+    # vendor's CDN.
     app = FastAPIOffline(
+        redoc_url=None,
         static_url="/docs-assets",
         swagger_ui_parameters={"validatorUrl": None},
         title="ASTPN video person re-identification",

@@ -40,6 +40,6 @@ async def page() -> FileResponse:
 @router.get("/ui/{name}")
 async def asset(name: str) -> FileResponse:
     path = ASSETS.get(name)
-    if path is None or name == "index.html":
+    if path is None:
         raise ApiError(404, "not_found", f"/ui/{name} does not exist")
     return FileResponse(path, headers=SECURITY_HEADERS)
