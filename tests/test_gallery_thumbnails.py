@@ -6,12 +6,14 @@ by iter_records, surviving a reopen, counted; and the making of thumbnails
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import test_gallery_contract as contract
+from service_fixtures import requires_milvus
 from test_gallery_contract import DIM, SIGNATURE, OpenGallery, make_record, reopen
 
 from service.faiss_gallery import FaissGallery
@@ -192,3 +194,41 @@ def test_thumbnails_are_small_jpegs_of_the_picked_frames() -> None:
     assert len(encode_jpeg(noise)) <= MAX_THUMBNAIL_BYTES
     with pytest.raises(ValueError, match="attention"):
         make_thumbnails(frames[:2], attention, ThumbnailConfig(count=3, max_side=64))
+
+
+@requires_milvus
+def test_milvus_collection_made_before_thumbnails_opens_without_them(
+    shared_lite: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pymilvus import MilvusClient
+
+    from service.milvus_gallery import MilvusGallery
+    from service.milvus_schema import PROP_SCHEMA_VERSION, create_collection
+
+    # Schema version 1 as that code created it: the same collection without the two fields.
+    client = MilvusClient(shared_lite)
+    real_add_field = type(client.create_schema()).add_field
+
+    def without_thumbnails(schema, name, *args, **kwargs):
+        return (
+            schema
+            if name.startswith("thumbnail")
+            else real_add_field(schema, name, *args, **kwargs)
+        )
+
+    collection = f"v1_{uuid.uuid4().hex}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(client.create_schema()), "add_field", without_thumbnails)
+        create_collection(client, collection, SIGNATURE)
+    client.alter_collection_properties(collection, {PROP_SCHEMA_VERSION: "1"})
+    client.close()
+
+    with MilvusGallery(shared_lite, SIGNATURE, collection=collection) as gallery:
+        assert "predates thumbnails" in caplog.text
+        gallery.add([with_thumbnails(make_record("a", "alice", np.zeros(DIM)), [0])])
+        assert gallery.get_tracklet("a") is not None
+        assert gallery.thumbnail_frames(["a"]) == {}
+        assert gallery.get_thumbnail("a", 0) is None
+        assert gallery.thumbnail_stats().count == 0
+        assert [r.thumbnails for b in gallery.iter_records() for r in b] == [[]]
