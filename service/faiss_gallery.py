@@ -45,6 +45,7 @@ from service.faiss_store import (
     to_row,
 )
 from service.gallery import (
+    MAX_THUMBNAILS,
     Gallery,
     GalleryError,
     GalleryModelMismatch,
@@ -401,6 +402,8 @@ class FaissGallery(Gallery):
         return found
 
     def get_thumbnail(self, tracklet_id: str, position: int) -> bytes | None:
+        if not 0 <= position < MAX_THUMBNAILS:  # SQLite refuses integers past 64 bits
+            return None
         with self._lock:
             row = self._db.execute(
                 "SELECT th.jpeg FROM thumbnails th JOIN tracklets t USING (row_id) "

@@ -56,6 +56,7 @@ def test_thumbnails_are_stored_read_and_counted(backend: str, open_gallery: Open
             assert gallery.get_thumbnail(record.tracklet_id, position) == thumbnail.jpeg
     assert gallery.get_thumbnail("a", 3) is None
     assert gallery.get_thumbnail("a", -1) is None
+    assert gallery.get_thumbnail("a", 2**70) is None
     assert gallery.get_thumbnail("c", 0) is None
     assert gallery.get_thumbnail("missing", 0) is None
 

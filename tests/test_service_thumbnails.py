@@ -86,7 +86,10 @@ def test_unknown_thumbnails_are_404(service_client: httpx.Client) -> None:
         response = service_client.get(url)
         assert response.status_code == 404, url
         assert response.json()["error"]["code"] == "thumbnail_not_found"
-    assert service_client.get(f"/tracklets/{tracklet_id}/thumbnails/x").status_code == 422
+    for position in ("x", "-1", "16", "99999999999999999999"):
+        invalid = service_client.get(f"/tracklets/{tracklet_id}/thumbnails/{position}")
+        assert invalid.status_code == 422, position
+        assert invalid.json()["error"]["code"] == "invalid_request"
 
 
 def test_identities_are_searched_by_name(service_client: httpx.Client) -> None:

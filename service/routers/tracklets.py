@@ -6,14 +6,15 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Annotated
 
 import anyio.to_thread
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from service.dependencies import CAN_READ, CAN_WRITE, LimitsDep, MetricsDep, RuntimeDep, SettingsDep
 from service.encoder import Embedded
-from service.gallery import Gallery, TrackletRecord
+from service.gallery import MAX_THUMBNAILS, Gallery, TrackletRecord
 from service.openapi import body_doc, multipart_schema
 from service.request_input import (
     PreparedTracklet,
@@ -209,7 +210,11 @@ async def get_tracklet(runtime: RuntimeDep, tracklet_id: str) -> TrackletOut:
     responses={200: {"content": {"image/jpeg": {}}, "description": "The JPEG."}},
     summary="One thumbnail of a tracklet (JPEG)",
 )
-async def get_thumbnail(runtime: RuntimeDep, tracklet_id: str, position: int) -> Response:
+async def get_thumbnail(
+    runtime: RuntimeDep,
+    tracklet_id: str,
+    position: Annotated[int, Path(ge=0, lt=MAX_THUMBNAILS, description="As listed.")],
+) -> Response:
     """``position`` as listed in the tracklet's ``thumbnails``."""
     jpeg = await anyio.to_thread.run_sync(runtime.gallery.get_thumbnail, tracklet_id, position)
     if jpeg is None:
