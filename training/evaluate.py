@@ -163,9 +163,8 @@ def onnx_embed_fn(onnx_path: str | Path, threads: int | None = None) -> EmbedFn:
 
     def embed(x: np.ndarray) -> dict[str, np.ndarray]:
         frames = np.ascontiguousarray(x[None], dtype=np.float32)
-        outputs = dict(
-            zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames}), strict=True)
-        )
+        outputs = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames}),
+                           strict=True))
         return {
             "probe": outputs["embedding_probe"][0],
             "gallery": outputs["embedding_gallery"][0],
