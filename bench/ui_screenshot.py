@@ -30,16 +30,16 @@ def jpeg(frame) -> bytes:
 
 
 def enroll_persons(url: str, persons: range) -> None:
-    client = ReidClient(url)
-    for n, person in enumerate(persons):
-        start = T0 + timedelta(minutes=7 * n)
-        client.enroll(
-            [jpeg(f) for f in synthesize_tracklet(person, 2, FRAMES, seed=0)],
-            f"person{person}",
-            camera="cam2",
-            start_time=start.isoformat(),
-            end_time=(start + timedelta(seconds=FRAMES / 4)).isoformat(),
-        )
+    with ReidClient(url) as client:
+        for n, person in enumerate(persons):
+            start = T0 + timedelta(minutes=7 * n)
+            client.enroll(
+                [jpeg(f) for f in synthesize_tracklet(person, 2, FRAMES, seed=0)],
+                f"person{person}",
+                camera="cam2",
+                start_time=start,
+                end_time=start + timedelta(seconds=FRAMES / 4),
+            )
 
 
 def query_frames(folder: Path, person: int) -> list[str]:

@@ -23,7 +23,7 @@ from service.frames import FrameLimits
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.openapi import install_openapi
-from service.routers import health, identities, query, tracklets, ui
+from service.routers import health, identities, query, tracklets, ui, videos
 from service.runtime import StartupError, open_runtime
 from service.schemas import BatchEnrollRequest, EnrollJson, QueryJson
 from service.security import ApiKeys
@@ -84,9 +84,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.limits = FrameLimits.from_settings(settings)
     install_error_handlers(app, metrics)
     # Starlette runs the last added middleware first: metrics see the limiter's 413s too.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        path_limits=videos.body_limits(settings),
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    for module in (tracklets, query, identities, health, ui):
+    for module in (tracklets, query, videos, identities, health, ui):
         app.include_router(module.router)
     install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest])
     return app

@@ -123,6 +123,52 @@ class Settings(BaseSettings):
     )
     max_page_size: int = Field(1000, gt=0, description="Largest page of GET /identities.")
 
+    # -- videos (POST /videos) -----------------------------------------------------------------
+    max_video_bytes: int = Field(
+        1024 * MiB,
+        gt=0,
+        description="Largest POST /videos body (video or frames, tracks file and fields); "
+        "other routes keep max_request_bytes.",
+    )
+    max_video_frames: int = Field(
+        108_000,
+        gt=0,
+        description="Longest video decoded, in frames (one hour at 30 frames/s): the last "
+        "frame a track may use.",
+    )
+    max_video_tracks: int = Field(500, gt=0, description="Most tracks in one tracks file.")
+    max_video_crops: int = Field(
+        16_384,
+        gt=0,
+        description="Most person crops cut from one video, all tracks together (each is held "
+        "as 128x64 RGB until its track is embedded: bounds a job's memory).",
+    )
+    max_tracks_file_bytes: int = Field(32 * MiB, gt=0, description="Largest MOT tracks file.")
+    video_min_track_frames: int = Field(
+        8,
+        gt=0,
+        description="Tracks with fewer boxes are dropped (and listed) unless a request says "
+        "otherwise.",
+    )
+    video_workers: int = Field(
+        1, gt=0, description="Video jobs decoded at the same time; the others wait in line."
+    )
+    max_video_jobs: int = Field(
+        8,
+        gt=0,
+        description="Most video jobs queued or running; more are refused with 503 and Retry-After.",
+    )
+    video_job_ttl_s: float = Field(
+        86_400.0, gt=0, description="How long a finished video job can still be fetched."
+    )
+
+    # -- idempotency ---------------------------------------------------------------------------
+    idempotency_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="How long an Idempotency-Key's first answer is kept for replay.",
+    )
+
     # -- inference -----------------------------------------------------------------------------
     batching: bool = Field(True, description="Micro-batch concurrent requests into one call.")
     batch_max_size: int = Field(32, gt=0, description="Most tracklets in one ONNX call.")

@@ -209,3 +209,46 @@ def test_short_tracklets_make_clips_of_one_to_all_frames() -> None:
         RGB_SPEC,
     )
     assert batch.clips.shape == (2, 5, 5, 64, 32) and batch.mask.sum(1).tolist() == [5, 2]
+
+
+def test_frozen_stages_keep_their_weights_and_statistics() -> None:
+    backbone = MobileNetV2()
+    backbone.freeze(4)
+    backbone.train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    out = backbone(torch.rand(4, 5, 64, 32).contiguous(memory_format=torch.channels_last))
+    out.sum().backward()
+    after = backbone.state_dict()
+    frozen = [k for k in before if k.startswith(("features.0.", "features.3."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert backbone.features[0][0].weight.grad is None
+    assert backbone.features[4].conv[0].weight.grad is not None
+    assert not torch.equal(
+        before["features.5.conv.1.running_mean"], after["features.5.conv.1.running_mean"]
+    )
+
+
+def test_weights_only_checkpoint_initialises_a_run_with_other_persons(tmp_path: Path) -> None:
+    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.config import TrainConfig
+    from training.trainer import Trainer
+
+    root = _folder(tmp_path / "cams", 6)
+    torch.manual_seed(1)
+    source = ASTPN("astpn", num_identities=9, dropout=0.0)
+    path = save_checkpoint(tmp_path / "w.pt", source, weights_only=True)
+    loaded, state = load_checkpoint(path)
+    assert state["num_identities"] == 0 and loaded.classifier is None
+    assert state["state_dict"]["input_layer.weight"].dtype == torch.float16
+    config = TrainConfig(
+        train=(f"folder:{root}:num_splits=1",),
+        init_from=path,
+        validation="none",
+        max_iterations=0,
+        progress=False,
+        threads=1,
+    )
+    trainer = Trainer(config)
+    assert trainer.model.classifier.out_features == 3
+    expected = source.input_layer.weight.half().float()
+    torch.testing.assert_close(trainer.model.input_layer.weight, expected)

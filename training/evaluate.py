@@ -97,16 +97,11 @@ def torch_pair_score_fn(model: Any, device: str = "cpu") -> PairScoreFn:
 
 def onnx_pair_score_fn(onnx_path: str | Path, threads: int | None = None) -> PairScoreFn:
     """Pair distances through the exported pair scorer (``<stem>.pair.onnx``), as served."""
-    import onnxruntime as ort
-
     from model.card import pair_scorer_path_for
+    from service.encoder import open_session
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        str(pair_scorer_path_for(onnx_path)), options, providers=["CPUExecutionProvider"]
-    )
+    session = open_session(pair_scorer_path_for(onnx_path), use_cuda=False,
+                           intra_op_threads=threads or 0)
 
     def score(query: np.ndarray, candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         feeds = dict(zip(PAIR_SCORER_INPUTS, (query, candidates, lengths), strict=True))
@@ -151,15 +146,11 @@ def rerank_distances(
 
 
 def onnx_embed_fn(onnx_path: str | Path, threads: int | None = None) -> EmbedFn:
-    """Self-pairing embeddings through an exported model in ONNX Runtime (what the service runs)."""
-    import onnxruntime as ort
+    """Self-pairing embeddings through an exported model in ONNX Runtime, with the service's
+    own session set-up (``service.encoder.open_session``) on the CPU."""
+    from service.encoder import open_session
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    session = open_session(Path(onnx_path), use_cuda=False, intra_op_threads=threads or 0)
 
     def embed(x: np.ndarray) -> dict[str, np.ndarray]:
         frames = np.ascontiguousarray(x[None], dtype=np.float32)
@@ -562,7 +553,6 @@ def format_summary_table(
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="CMC/mAP of checkpoints or ONNX models on a dataset's test protocol",
         description=(
             "Embed every test sequence by self-pairing (central crop, first --max-frames "
             "frames), rank the gallery by Euclidean distance and report CMC (ranks 1/5/10/20 "

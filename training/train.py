@@ -79,7 +79,6 @@ def train_model(config: TrainConfig) -> TrainResult:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train one model (Siamese pairs, or identity batches with a triplet term)",
         description=(
             "Train ASTPN (or an ablation variant, or a MobileNetV2-backed ASTPN) on one "
             "dataset's split (--dataset/--root/--split) or on several datasets at once "

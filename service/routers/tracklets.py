@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
@@ -15,6 +14,7 @@ from fastapi import APIRouter, Path, Request, Response
 from service.dependencies import CAN_READ, CAN_WRITE, LimitsDep, MetricsDep, RuntimeDep, SettingsDep
 from service.encoder import Embedded
 from service.gallery import MAX_THUMBNAILS, Gallery, TrackletRecord
+from service.idempotency import idempotent, new_tracklet_id
 from service.openapi import body_doc, multipart_schema
 from service.request_input import (
     PreparedTracklet,
@@ -42,7 +42,7 @@ router = APIRouter(tags=["tracklets"])
 
 def _record(fields: TrackletFields, embedded: Embedded) -> TrackletRecord:
     return TrackletRecord(
-        tracklet_id=str(uuid.uuid4()),
+        tracklet_id=new_tracklet_id(),  # derived from an Idempotency-Key when there is one
         identity=fields.identity,
         embedding=embedded.embedding,
         features=embedded.features,
@@ -112,6 +112,7 @@ def tracklet_out(record: TrackletRecord, thumbnail_frames: Sequence[int] = ()) -
     openapi_extra=body_doc(EnrollJson, multipart_schema(TrackletFields, ["metadata"])),
     summary="Enroll one tracklet",
 )
+@idempotent(lambda records: _enroll_response(records[0]))
 async def enroll(
     request: Request,
     runtime: RuntimeDep,
@@ -156,6 +157,7 @@ async def _read_batch(request: Request, max_tracklets: int) -> BatchEnrollReques
     openapi_extra=body_doc(BatchEnrollRequest, None),
     summary="Enroll many tracklets atomically",
 )
+@idempotent(lambda records: BatchEnrollResponse(tracklets=[_enroll_response(r) for r in records]))
 async def enroll_batch(
     request: Request,
     runtime: RuntimeDep,
