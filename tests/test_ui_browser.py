@@ -7,6 +7,7 @@ Set ``REID_UI_SCREENSHOT=path.png`` to keep a screenshot of the answer page."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import uuid
 import zipfile
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from service_fixtures import ServiceProcess, encode, person_frames
+from video_fixtures import post_video, small_scene, video_files, wait_job
 
 from bench.browser import MISSING, MISSING_REASON, chromium, console_errors, foreign, requested_urls
 
@@ -53,9 +55,13 @@ def zipped(folder: Path, seed: int, count: int = 6) -> str:
 
 
 def wait_for(driver: object, condition, timeout: float = TIMEOUT) -> object:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    # The page replaces what it draws (a new answer, a reloaded gallery): an element found
+    # a moment ago may be gone, so look again.
+    wait = WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(condition)
 
 
 def shown_error(driver: object) -> str | None:
@@ -160,7 +166,8 @@ def test_enroll_query_and_delete_from_the_page(
     search = css(browser, "#name-search")[0]
     search.send_keys(tag)
     css(browser, "#search-form button")[0].click()
-    wait_for(browser, lambda d: len(css(d, "#identities .card")) == 2)
+    searched = f"#identities[data-contains='{tag}'] .card"
+    wait_for(browser, lambda d: len(css(d, searched)) == 2)
     card = css(browser, f"#identities .card[data-identity='{alice}']")[0]
     assert "1 tracklet(s)" in card.text and camera in card.text
     wait_for(browser, lambda d: images_loaded(d, "#identities img"))
@@ -168,7 +175,7 @@ def test_enroll_query_and_delete_from_the_page(
     wait_for(browser, lambda d: css(d, "#confirm[open]"))
     assert alice in css(browser, "#confirm-text")[0].text
     css(browser, "#confirm-ok")[0].click()
-    wait_for(browser, lambda d: len(css(d, "#identities .card")) == 1)
+    wait_for(browser, lambda d: len(css(d, searched)) == 1)
     with httpx.Client(base_url=service.url) as client:
         assert client.get(f"/identities/{alice}").status_code == 404
         assert client.get(f"/identities/{bob}").status_code == 200
@@ -197,6 +204,31 @@ def test_the_page_asks_for_the_key_and_sends_it(
         with httpx.Client(base_url=server.url) as client:
             listed = client.get("/identities", headers={"X-API-Key": WRITE_KEY}).json()
         assert [item["identity"] for item in listed["items"]] == ["keyed"]
+
+
+def test_a_video_query_from_the_page(
+    service: ServiceProcess, browser: object, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    scene = small_scene(tmp_path / "cam1.mp4", 1, [1, 2], track_ids=[3, 5])
+    names = {"3": f"ann-{tag}", "5": f"ben-{tag}"}
+    with httpx.Client(base_url=service.url, timeout=60) as client:
+        fields = {"camera": f"lobby-{tag}", "identities": json.dumps(names)}
+        enrolled = post_video(client, "enroll", video_files(scene), fields)
+        assert wait_job(client, enrolled.json())["status"] == "succeeded"
+
+    browser.get(f"{service.url}/ui")  # type: ignore[attr-defined]
+    css(browser, "#query-form [name=video]")[0].send_keys(str(scene.path))
+    css(browser, "#query-form [name=tracks]")[0].send_keys(str(scene.path.with_suffix(".txt")))
+    fill(browser, "#query-form", {"video_camera": f"hall-{tag}", "cameras": f"lobby-{tag}"})
+    submit(browser, "#query-form")
+    wait_shown(browser, "#answer .track")
+    wait_for(browser, lambda d: images_loaded(d, "#answer img"))
+    for track_id, name in names.items():
+        (section,) = css(browser, f"#answer .track[data-track='{track_id}']")
+        assert f"Track {track_id}" in section.text
+        assert css(section, ".match")[0].get_attribute("data-identity") == name
+        assert len(css(section, ".match")[0].find_elements("css selector", "img")) == 3
 
 
 @pytest.mark.parametrize("path", ["/docs", "/ui"])

@@ -148,3 +148,30 @@ export async function rankedGrid(answer, frames, expected) {
     list,
   ]);
 }
+
+function trackTitle(track) {
+  const when = track.start_time ? ` · ${timeOf(track)}` : "";
+  return `Track ${track.track_id}: frames ${track.first_frame}–${track.last_frame}, `
+    + `${track.num_frames} crops${when}`;
+}
+
+// A video query's answer: each track of the video with its ranked matches.
+export async function videoGrid(job, expected) {
+  const sections = await Promise.all(job.tracks.map(async (track) => {
+    const rows = await Promise.all((track.matches || []).map((m) => matchRow(m, expected)));
+    const nobody = element("p", { className: "muted", text: "Nobody in the gallery is close enough." });
+    return element("section", { className: "track", "data-track": String(track.track_id) }, [
+      element("h3", { text: trackTitle(track) }),
+      element("div", { className: "matches" }, rows.length ? rows : [nobody]),
+    ]);
+  }));
+  const dropped = job.dropped_tracks.map((d) => `track ${d.track_id}: ${d.reason}`).join("; ");
+  return element("div", { className: "grid" }, [
+    element("p", {
+      className: "muted summary",
+      text: `${job.source} (${job.camera}): ${job.tracks.length} tracks`
+        + (dropped ? `; left out: ${dropped}` : ""),
+    }),
+    ...sections,
+  ]);
+}

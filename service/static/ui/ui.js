@@ -1,12 +1,12 @@
 // The page: the key, the three views (query, enroll, gallery) and their forms.
 
 import { ApiError, api, apiKey, formatTime, framesBody, setApiKey, utcTime } from "./api.js";
-import { element, frameStrip, rankedGrid, thumbnailStrip } from "./grid.js";
+import { element, frameStrip, rankedGrid, thumbnailStrip, videoGrid } from "./grid.js";
 import { zipFrames } from "./zip.js";
 
 const PAGE_SIZE = 24;
 const $ = (selector) => document.querySelector(selector);
-const gallery = { offset: 0, contains: "" };
+const gallery = { offset: 0, contains: "", loads: 0 };
 
 function say(text, kind = "error") {
   const box = $("#message");
@@ -93,10 +93,47 @@ function queryFields(form) {
   };
 }
 
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+function progressText(job) {
+  const p = job.progress;
+  return `Video job ${job.status}: ${p.frames_decoded} of ${p.frames_total} frames decoded, `
+    + `${p.tracks_embedded} of ${p.tracks_total} tracks embedded…`;
+}
+
+// POST /videos?mode=query, then its job polled until it ends.
+async function runVideoQuery(form) {
+  const body = new FormData();
+  for (const [name, value] of Object.entries(queryFields(form))) {
+    if (value !== "") body.append(name, value);
+  }
+  body.append("camera", form.elements.video_camera.value.trim());
+  body.append("video", form.elements.video.files[0]);
+  const tracks = form.elements.tracks.files[0];
+  if (!tracks) throw new ApiError(0, "no_tracks", "choose the tracker's MOT file of the video");
+  body.append("tracks", tracks);
+  let job = await api("/videos?mode=query", { method: "POST", body });
+  while (job.status === "queued" || job.status === "running") {
+    $("#answer").replaceChildren(element("p", { className: "muted", text: progressText(job) }));
+    await sleep(500);
+    job = await api(`/videos/${encodeURIComponent(job.job_id)}`);
+  }
+  if (job.status !== "succeeded") {
+    const error = job.error || { status: 0, code: job.status, message: "the video job failed" };
+    throw new ApiError(error.status, error.code, error.message);
+  }
+  // One "who it is" cannot judge every track of a video: no green and red here.
+  $("#answer").replaceChildren(await videoGrid(job));
+}
+
 async function runQuery(event) {
   event.preventDefault();
   const form = event.target;
   await busy(form.querySelector("button[type=submit]"), async () => {
+    if (form.elements.video.files[0]) {
+      await runVideoQuery(form);
+      return;
+    }
     const body = framesBody(form, queryFields(form));
     const answer = await api("/query", { method: "POST", body });
     const frames = await chosenFrames(form);
@@ -185,11 +222,15 @@ async function identityCard(item) {
 }
 
 async function loadGallery() {
+  gallery.loads += 1;
+  const load = gallery.loads;
   const query = new URLSearchParams({ offset: gallery.offset, limit: PAGE_SIZE });
   if (gallery.contains) query.set("contains", gallery.contains);
   const page = await api(`/identities?${query}`);
   const cards = await Promise.all(page.items.map(identityCard));
+  if (load !== gallery.loads) return; // a later search or page asked since: it draws
   $("#identities").replaceChildren(...cards);
+  $("#identities").dataset.contains = gallery.contains; // what the cards answer
   if (!cards.length) $("#identities").append(element("p", { className: "muted", text: "No identity." }));
   $("#gallery-total").textContent = `${page.total} identities`;
   const last = Math.min(page.offset + page.items.length, page.total);
