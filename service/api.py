@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.encoder import ModelLoadError
 from service.errors import ERROR_RESPONSES, install_error_handlers
@@ -22,7 +23,7 @@ from service.frames import FrameLimits
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.openapi import install_openapi
-from service.routers import health, identities, query, tracklets, videos
+from service.routers import health, identities, query, tracklets, ui, videos
 from service.runtime import StartupError, open_runtime
 from service.schemas import BatchEnrollRequest, EnrollJson, QueryJson
 from service.security import ApiKeys
@@ -62,7 +63,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> FastAPI:
     """The service, configured by ``settings``; the model and gallery open in its lifespan."""
-    app = FastAPI(
+    # FastAPIOffline serves /docs with Swagger UI's files from its own package instead of a
+    # CDN, so it works without internet. No /redoc: ReDoc's page fetches its logo from its
+    # vendor's CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
+        static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},
         title="ASTPN video person re-identification",
         version=SERVICE_VERSION,
         description="Enroll tracklets (sequences of person crops) and query who a tracklet "
@@ -83,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
         path_limits=videos.body_limits(settings),
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    for module in (tracklets, query, videos, identities, health):
+    for module in (tracklets, query, videos, identities, health, ui):
         app.include_router(module.router)
     install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest])
     return app

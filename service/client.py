@@ -45,6 +45,8 @@ from service.schemas import (
     IdentityOut,
     IdentityPage,
     QueryResponse,
+    ThumbnailOut,
+    TrackletOut,
 )
 from service.video_schemas import VideoJob
 
@@ -271,6 +273,14 @@ class ReidClient:
 
     def delete_tracklet(self, tracklet_id: str) -> DeletedTracklet:
         return self._call(DeletedTracklet, "DELETE", f"/tracklets/{_quote(tracklet_id)}")
+
+    def tracklet(self, tracklet_id: str) -> TrackletOut:
+        """One enrolled tracklet, its thumbnails listed."""
+        return self._call(TrackletOut, "GET", f"/tracklets/{_quote(tracklet_id)}")
+
+    def thumbnail(self, thumbnail: ThumbnailOut) -> bytes:
+        """A thumbnail's JPEG."""
+        return self.request("GET", thumbnail.url).content
 
     # -- videos ---------------------------------------------------------------------------------
 

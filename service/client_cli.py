@@ -5,6 +5,7 @@ reid-client enroll-folder ROOT              # ROOT/<camera>/<identity>/<frames> 
 reid-client video cam1.mp4 --tracks cam1.txt --camera cam1 --enroll
 reid-client video cam2.mp4 --tracks cam2.txt --camera cam2 --query --exclude-cameras cam2
 reid-client query f1.jpg f2.jpg f3.jpg
+reid-client grid QUERIES --out ranked.png   # QUERIES/<camera>/<identity>/<frames> -> a PNG
 ```
 
 The service's address and key come from ``--url``/``--api-key`` or ``REID_URL``/``REID_API_KEY``.
@@ -25,9 +26,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 from tqdm import tqdm
 
 from service.client import ReidClient, ReidError
+from service.grid_png import Cell, GridRow, draw_grid
+from service.schemas import MatchOut
 from service.video_schemas import VideoJob
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -102,6 +107,61 @@ def enroll_folder(client: ReidClient, root: Path, progress: bool) -> dict[str, A
         bar.set_postfix(identities=len(identities))
     cameras = {camera for camera, _, _ in tracklets}
     return {"tracklets": enrolled, "identities": len(identities), "cameras": len(cameras)}
+
+
+# ------------------------------------------------------------------------------------- grid
+
+
+def _decode(data: bytes) -> np.ndarray | None:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _match_cell(client: ReidClient, match: MatchOut, truth: str | None) -> Cell:
+    """The match shown by its most attended thumbnail (in this pair, when re-scored)."""
+    thumbnails = client.tracklet(match.tracklet_id).thumbnails
+    image = None
+    if thumbnails:
+        pair = match.attention
+        best = max(thumbnails, key=lambda t: pair[t.frame_index] if pair else t.attention)
+        image = _decode(client.thumbnail(best))
+    verdict = "unknown" if truth is None else "correct" if match.identity == truth else "wrong"
+    return Cell(image, [f"#{match.rank} {match.identity}", f"d={match.distance:.3f}"], verdict)
+
+
+def grid_row(
+    client: ReidClient, frames: Sequence[Path], truth: str | None, args: argparse.Namespace
+) -> GridRow:
+    """One query tracklet and its ranked matches, as the picture shows them."""
+    answer = client.query(
+        frames,
+        top_k=args.top_k,
+        max_distance=args.max_distance,
+        cameras=_csv(args.cameras),
+        exclude_cameras=_csv(args.exclude_cameras),
+        rerank=args.rerank,
+    )
+    attention = np.asarray(answer.attention)
+    image = _decode(frames[int(np.argmax(attention))].read_bytes())
+    query = Cell(image, [truth or frames[0].parent.name, "query"], "query")
+    return GridRow(query, attention, [_match_cell(client, m, truth) for m in answer.matches])
+
+
+def ranked_grid(client: ReidClient, args: argparse.Namespace) -> str:
+    """Query with every tracklet under ``args.queries`` and write the PNG; what to print."""
+    rows, first = [], []
+    tracklets = folder_tracklets(args.queries)
+    for _, identity, folder in tqdm(tracklets, desc="querying", disable=args.no_progress):
+        truth = None if args.unlabelled else identity
+        row = grid_row(client, _frames_in(folder), truth, args)
+        rows.append(row)
+        first += [row.matches[0].verdict] if row.matches else []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(args.out), draw_grid(rows)):
+        raise OSError(f"cannot write {args.out}")
+    known = [verdict for verdict in first if verdict != "unknown"]
+    score = f"; the right person first for {known.count('correct')} of {len(rows)}"
+    return f"wrote {args.out}: {len(rows)} queries" + (score if known else "")
 
 
 # ------------------------------------------------------------------------------------ videos
@@ -255,6 +315,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument("frames", nargs="+", type=Path, help="frames in order")
     _query_options(query)
+
+    grid = commands.add_parser(
+        "grid",
+        parents=[common],
+        help="ranked matches of every QUERIES/<camera>/<identity>/ tracklet, as one PNG",
+        description="One row per query tracklet: its most attended frame, the attention of "
+        "every frame as bars, then its matches best first (each by its most attended "
+        "thumbnail), framed green when the identity is the query folder's, red when not.",
+    )
+    grid.add_argument("queries", type=Path, help="QUERIES/<camera>/<identity>/<frames>")
+    grid.add_argument("--out", type=Path, default=Path("ranked.png"), help="the PNG to write")
+    grid.add_argument("--rerank", type=int, help="candidates re-scored pair by pair (0: off)")
+    grid.add_argument(
+        "--unlabelled",
+        action="store_true",
+        help="the folder names are not who the queries show: frame every match grey",
+    )
+    _query_options(grid)
     return parser
 
 
@@ -275,6 +353,8 @@ def _run(args: argparse.Namespace, client: ReidClient) -> None:
                 f"enrolled {len(summary['tracklets'])} tracklets of {summary['identities']} "
                 f"identities from {summary['cameras']} cameras"
             )
+    elif args.command == "grid":
+        print(ranked_grid(client, args))
     elif args.command == "video":
         job = run_video(client, args)
         if args.json:

@@ -34,6 +34,7 @@ from service.frames import (
 )
 from service.runtime import Runtime
 from service.schemas import ApiError
+from service.thumbnails import shrink
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class PreparedTracklet:
     tracklet: np.ndarray  # float32 (T, 5, 56, 40)
     decode_ms: float
     preprocess_ms: float
+    #: Every frame shrunk for thumbnails (enrolments that keep them), else None.
+    previews: list[np.ndarray] | None = None
 
 
 def ms(seconds: float) -> float:
@@ -150,10 +153,10 @@ def _split_form(form: FormData) -> tuple[dict[str, str], list[UploadFile], Uploa
 
 
 def decode_and_prepare(
-    source: FrameSource, limits: FrameLimits, spec: InputSpec
+    source: FrameSource, limits: FrameLimits, spec: InputSpec, preview_side: int | None = None
 ) -> PreparedTracklet:
     """Runs in a worker thread: base64/zip -> images -> the network's input (as ``spec``, the
-    served model's, says)."""
+    served model's, says), and copies shrunk to ``preview_side`` when thumbnails are kept."""
     start = time.perf_counter()
     if isinstance(source, bytes):
         encoded = read_zip(source, limits)
@@ -176,10 +179,13 @@ def decode_and_prepare(
         tracklet=tracklet,
         decode_ms=ms(decoded - start),
         preprocess_ms=ms(time.perf_counter() - decoded),
+        previews=None if preview_side is None else [shrink(i, preview_side) for i in images],
     )
 
 
-async def prepare(source: FrameSource, limits: FrameLimits, runtime: Runtime) -> PreparedTracklet:
+async def prepare(
+    source: FrameSource, limits: FrameLimits, runtime: Runtime, preview_side: int | None = None
+) -> PreparedTracklet:
     """:func:`decode_and_prepare` for the served model, in a worker thread (at most
     ``REID_DECODE_WORKERS`` at once)."""
     return await anyio.to_thread.run_sync(
@@ -187,6 +193,7 @@ async def prepare(source: FrameSource, limits: FrameLimits, runtime: Runtime) ->
         source,
         limits,
         runtime.encoder.spec,
+        preview_side,
         limiter=runtime.decode_limiter,
     )
 

@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import model
 from service.backends import BACKENDS, DEFAULT_BACKEND, get_backend
+from service.gallery import MAX_THUMBNAILS
+from service.thumbnails import ThumbnailConfig
 
 MiB = 1024 * 1024
 
@@ -51,6 +53,23 @@ class Settings(BaseSettings):
     milvus_uri: str | None = Field(
         None,
         description="Milvus Lite file or http(s):// server URI; default data_dir/milvus.db.",
+    )
+
+    # -- thumbnails ----------------------------------------------------------------------------
+    thumbnails: bool = Field(
+        True,
+        description="Keep a few small JPEGs of each enrolled tracklet with the gallery (for /ui "
+        "and GET /tracklets/{id}/thumbnails/{n}); false stores no image.",
+    )
+    thumbnail_count: int = Field(
+        3,
+        ge=1,
+        le=MAX_THUMBNAILS,
+        description="Thumbnails per tracklet: the most attended frame, the first and the last, "
+        "then the next most attended.",
+    )
+    thumbnail_max_side: int = Field(
+        128, ge=16, le=256, description="Longest side of a thumbnail in pixels."
     )
 
     # -- security ------------------------------------------------------------------------------
@@ -205,6 +224,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def thumbnail_config(self) -> ThumbnailConfig | None:
+        """What enrolments keep of their frames; None when REID_THUMBNAILS is off."""
+        if not self.thumbnails:
+            return None
+        return ThumbnailConfig(count=self.thumbnail_count, max_side=self.thumbnail_max_side)
 
     @property
     def auth_enabled(self) -> bool:

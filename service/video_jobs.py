@@ -27,7 +27,7 @@ import numpy as np
 from model.preprocessing import prepare_tracklet
 from service.encoder import Embedded
 from service.frames import FrameLimits
-from service.gallery import Gallery, TrackletExists, TrackletRecord
+from service.gallery import Gallery, Thumbnail, TrackletExists, TrackletRecord
 from service.idempotency import IdContext, existing_records
 from service.jobs import JobHandle
 from service.metrics import ServiceMetrics
@@ -35,6 +35,7 @@ from service.routers.query import match_out, rescored_matches, search_matches
 from service.runtime import Runtime
 from service.schemas import ApiError
 from service.settings import Settings
+from service.thumbnails import ThumbnailConfig, make_thumbnails, shrink
 from service.tracks import (
     DroppedTrack,
     Track,
@@ -218,6 +219,10 @@ async def _embed(
     return embedded
 
 
+#: A track's plan, its embedding and the thumbnails kept of its crops (enrolments).
+TrackResult = tuple[TrackPlan, Embedded, list[Thumbnail]]
+
+
 def _collect(future: Future[Embedded], plan: TrackPlan) -> Embedded:
     try:
         return future.result()
@@ -233,18 +238,22 @@ def cut_and_embed(
     runtime: Runtime,
     metrics: ServiceMetrics,
     loop: asyncio.AbstractEventLoop,
-) -> dict[int, tuple[TrackPlan, Embedded]]:
-    """Decode, crop and embed every kept track; the embeddings by track id."""
+    thumbnails: ThumbnailConfig | None = None,
+) -> dict[int, TrackResult]:
+    """Decode, crop and embed every kept track; the embeddings by track id, with the
+    thumbnails of its crops when ``thumbnails`` says to keep them."""
     role = job.fields.mode
     what = "the video" if isinstance(job.source, VideoFile) else "the frames folder"
     total_frames = max(plan.boxes[-1].frame for plan in job.plans)
     handle.advance(frames_total=total_frames, tracks_total=len(job.plans))
-    pending: deque[tuple[TrackPlan, Future[Embedded]]] = deque()
-    done: dict[int, tuple[TrackPlan, Embedded]] = {}
+    pending: deque[tuple[TrackPlan, Future[Embedded], list[np.ndarray]]] = deque()
+    done: dict[int, TrackResult] = {}
 
     def finish_oldest() -> None:
-        plan, future = pending.popleft()
-        done[plan.track.track_id] = (plan, _collect(future, plan))
+        plan, future, previews = pending.popleft()
+        embedded = _collect(future, plan)
+        kept = make_thumbnails(previews, embedded.attention, thumbnails) if thumbnails else []
+        done[plan.track.track_id] = (plan, embedded, kept)
         handle.advance(tracks_embedded=len(done))
 
     try:
@@ -254,13 +263,14 @@ def cut_and_embed(
         for plan, crops in frames:
             embedding = _embed(runtime, metrics, crops, role)
             future = asyncio.run_coroutine_threadsafe(embedding, loop)
-            pending.append((plan, future))
+            previews = [shrink(crop, thumbnails.max_side) for crop in crops] if thumbnails else []
+            pending.append((plan, future, previews))
             while len(pending) > _IN_FLIGHT:
                 finish_oldest()
         while pending:
             finish_oldest()
     finally:
-        for _, future in pending:
+        for _, future, _ in pending:
             future.cancel()
     return done
 
@@ -306,14 +316,14 @@ def _track_out(job: Accepted, plan: TrackPlan, **extra: Any) -> TrackOut:
 
 
 def enroll_tracks(
-    job: Accepted, job_id: str, results: dict[int, tuple[TrackPlan, Embedded]], gallery: Gallery
+    job: Accepted, job_id: str, results: dict[int, TrackResult], gallery: Gallery
 ) -> list[TrackOut]:
     """One atomic add of every track: all enrolled, or none."""
     assert job.identities is not None
     records = []
     now = datetime.now(UTC)
     for track_id in sorted(results):
-        plan, embedded = results[track_id]
+        plan, embedded, thumbnails = results[track_id]
         start, end = track_times(job.fields, job.fps, plan)
         label = f"track:{track_id}"
         records.append(
@@ -335,6 +345,7 @@ def enroll_tracks(
                     plan.track.last_frame,
                 ),
                 created_at=now,
+                thumbnails=thumbnails,
             )
         )
     try:
@@ -357,13 +368,13 @@ def enroll_tracks(
 
 
 def query_tracks(
-    job: Accepted, results: dict[int, tuple[TrackPlan, Embedded]], runtime: Runtime, rerank: int
+    job: Accepted, results: dict[int, TrackResult], runtime: Runtime, rerank: int
 ) -> list[TrackOut]:
     """Each track's ranked matches, by the same rule (and re-scoring) as ``POST /query``."""
     fields = job.fields.query_fields()
     out = []
     for track_id in sorted(results):
-        plan, embedded = results[track_id]
+        plan, embedded, _ = results[track_id]
         matches = search_matches(runtime, embedded, fields, rerank)
         if rerank:
             ranked = rescored_matches(runtime, embedded, matches, fields)

@@ -40,9 +40,7 @@ def _held_out_split():
 
 
 def _files(tracklet) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [
-        ("frames", (path.name, path.read_bytes(), "image/jpeg")) for path in tracklet.frames
-    ]
+    return [("frames", (path.name, path.read_bytes(), "image/jpeg")) for path in tracklet.frames]
 
 
 @pytest.fixture(scope="module")

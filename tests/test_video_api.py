@@ -91,6 +91,10 @@ def test_enroll_a_video_then_query_with_it(client: httpx.Client, scenes: dict[st
         assert stored["metadata"]["site"] == "north"
         assert stored["metadata"]["track"]["id"] == truth.track_id
         assert stored["metadata"]["track"]["source"] == "cam1.mp4"
+        # Thumbnails of the track's crops, as an uploaded tracklet keeps them.
+        assert len(stored["thumbnails"]) == 3
+        picture = client.get(stored["thumbnails"][0]["url"])
+        assert picture.status_code == 200 and picture.content.startswith(b"\xff\xd8")
 
     answer = run_video(
         client, "query", video_files(scene), {"camera": "lobby2", "top_k": "3", "cameras": "lobby"}

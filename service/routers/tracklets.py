@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+import numpy as np
+from fastapi import APIRouter, Path, Request, Response
 
 from service.dependencies import CAN_READ, CAN_WRITE, LimitsDep, MetricsDep, RuntimeDep, SettingsDep
 from service.encoder import Embedded
-from service.gallery import TrackletRecord
+from service.gallery import MAX_THUMBNAILS, Gallery, TrackletRecord
 from service.idempotency import idempotent, new_tracklet_id
 from service.openapi import body_doc, multipart_schema
 from service.request_input import (
@@ -28,9 +31,11 @@ from service.schemas import (
     DeletedTracklet,
     EnrollJson,
     EnrollResponse,
+    ThumbnailOut,
     TrackletFields,
     TrackletOut,
 )
+from service.thumbnails import ThumbnailConfig, make_thumbnails
 
 router = APIRouter(tags=["tracklets"])
 
@@ -60,7 +65,23 @@ def _enroll_response(record: TrackletRecord) -> EnrollResponse:
     )
 
 
-def tracklet_out(record: TrackletRecord) -> TrackletOut:
+def _store(
+    gallery: Gallery,
+    records: list[TrackletRecord],
+    previews: Sequence[list[np.ndarray] | None],
+    config: ThumbnailConfig | None,
+) -> None:
+    """Runs in a worker thread: the thumbnails, then one atomic add (so a failed enrolment
+    leaves no thumbnail behind)."""
+    if config is not None:
+        for record, frames in zip(records, previews, strict=True):
+            assert frames is not None
+            record.thumbnails = make_thumbnails(frames, record.attention, config)
+    gallery.add(records)
+
+
+def tracklet_out(record: TrackletRecord, thumbnail_frames: Sequence[int] = ()) -> TrackletOut:
+    """``thumbnail_frames``: what ``Gallery.thumbnail_frames`` answered for the record."""
     return TrackletOut(
         tracklet_id=record.tracklet_id,
         identity=record.identity,
@@ -71,6 +92,15 @@ def tracklet_out(record: TrackletRecord) -> TrackletOut:
         num_frames=record.num_frames,
         attention=[float(w) for w in record.attention],
         created_at=record.created_at,
+        thumbnails=[
+            ThumbnailOut(
+                position=position,
+                frame_index=frame,
+                attention=float(record.attention[frame]),
+                url=f"/tracklets/{record.tracklet_id}/thumbnails/{position}",
+            )
+            for position, frame in enumerate(thumbnail_frames)
+        ],
     )
 
 
@@ -94,11 +124,12 @@ async def enroll(
     base64 ``frames``. Answered once the gallery has stored the tracklet durably."""
     fields, source = await read_frames_input(request, TrackletFields, EnrollJson, limits)
     check_metadata(fields.metadata, settings.max_metadata_bytes)
-    prepared = await prepare(source, limits, runtime)
+    config = settings.thumbnail_config
+    prepared = await prepare(source, limits, runtime, config.max_side if config else None)
     embedded = await runtime.batcher.embed(prepared.tracklet, "enroll")
     metrics.count_embedded("enroll", embedded.features.shape[0])
     record = _record(fields, embedded)
-    await anyio.to_thread.run_sync(runtime.gallery.add, [record])
+    await anyio.to_thread.run_sync(_store, runtime.gallery, [record], [prepared.previews], config)
     return _enroll_response(record)
 
 
@@ -136,11 +167,12 @@ async def enroll_batch(
 ) -> BatchEnrollResponse:
     """JSON only. Every tracklet is enrolled, or (on any error) none is."""
     batch = await _read_batch(request, settings.max_batch_tracklets)
+    config = settings.thumbnail_config
 
     async def prepare_one(index: int, item: EnrollJson) -> PreparedTracklet:
         try:
             check_metadata(item.metadata, settings.max_metadata_bytes)
-            return await prepare(item.frames, limits, runtime)
+            return await prepare(item.frames, limits, runtime, config.max_side if config else None)
         except ApiError as exc:
             raise ApiError(exc.status, exc.code, f"tracklets[{index}]: {exc.message}") from exc
 
@@ -153,7 +185,8 @@ async def enroll_batch(
     for fields, result in zip(batch.tracklets, embedded, strict=True):
         metrics.count_embedded("enroll", result.features.shape[0])
         records.append(_record(fields, result))
-    await anyio.to_thread.run_sync(runtime.gallery.add, records)
+    previews = [p.previews for p in prepared]
+    await anyio.to_thread.run_sync(_store, runtime.gallery, records, previews, config)
     return BatchEnrollResponse(tracklets=[_enroll_response(r) for r in records])
 
 
@@ -164,10 +197,39 @@ async def enroll_batch(
     summary="One enrolled tracklet",
 )
 async def get_tracklet(runtime: RuntimeDep, tracklet_id: str) -> TrackletOut:
-    record = await anyio.to_thread.run_sync(runtime.gallery.get_tracklet, tracklet_id)
+    gallery = runtime.gallery
+    record = await anyio.to_thread.run_sync(gallery.get_tracklet, tracklet_id)
     if record is None:
         raise ApiError(404, "tracklet_not_found", f"tracklet {tracklet_id!r} is not enrolled")
-    return tracklet_out(record)
+    frames = await anyio.to_thread.run_sync(gallery.thumbnail_frames, [tracklet_id])
+    return tracklet_out(record, frames.get(tracklet_id, []))
+
+
+@router.get(
+    "/tracklets/{tracklet_id}/thumbnails/{position}",
+    dependencies=[CAN_READ],
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The JPEG."}},
+    summary="One thumbnail of a tracklet (JPEG)",
+)
+async def get_thumbnail(
+    runtime: RuntimeDep,
+    tracklet_id: str,
+    position: Annotated[int, Path(ge=0, lt=MAX_THUMBNAILS, description="As listed.")],
+) -> Response:
+    """``position`` as listed in the tracklet's ``thumbnails``."""
+    jpeg = await anyio.to_thread.run_sync(runtime.gallery.get_thumbnail, tracklet_id, position)
+    if jpeg is None:
+        raise ApiError(
+            404,
+            "thumbnail_not_found",
+            f"tracklet {tracklet_id!r} has no thumbnail {position} (GET /tracklets/"
+            f"{tracklet_id} lists its thumbnails)",
+        )
+    # A tracklet id is never reused, so its thumbnails never change.
+    return Response(
+        jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    )
 
 
 @router.delete(

@@ -45,6 +45,7 @@ from service.runtime import Runtime
 from service.schemas import ApiError, ErrorResponse
 from service.security import API_KEY_HEADER, Scope
 from service.settings import Settings
+from service.thumbnails import ThumbnailConfig
 from service.uploads import Upload, receive_multipart
 from service.video_jobs import (
     Accepted,
@@ -133,10 +134,12 @@ def _work(
     metrics: ServiceMetrics,
     loop: asyncio.AbstractEventLoop,
     rerank: int,
+    thumbnails: ThumbnailConfig | None,
 ):
     def run(handle: JobHandle) -> None:
         try:
-            results = cut_and_embed(handle, job, runtime, metrics, loop)
+            keep = thumbnails if job.fields.mode == "enroll" else None
+            results = cut_and_embed(handle, job, runtime, metrics, loop, keep)
             if job.fields.mode == "enroll":
                 tracks = enroll_tracks(job, handle.job_id, results, runtime.gallery)
             else:
@@ -210,7 +213,8 @@ async def _start_job(
     rerank = _rerank(fields, settings, runtime)
     accepted = await anyio.to_thread.run_sync(accept, upload, fields, settings, ids)
     handle = _new_job(job_id, accepted)
-    work = _work(accepted, runtime, state.metrics, asyncio.get_running_loop(), rerank)
+    loop = asyncio.get_running_loop()
+    work = _work(accepted, runtime, state.metrics, loop, rerank, settings.thumbnail_config)
     try:
         state.video_jobs.submit(handle, work)
     except BaseException:
