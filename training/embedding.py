@@ -71,8 +71,9 @@ def onnx_pair_score_fn(onnx_path: str | Path, threads: int | None = None) -> Pai
     from model.card import pair_scorer_path_for
     from service.encoder import open_session
 
-    session = open_session(pair_scorer_path_for(onnx_path), use_cuda=False,
-                           intra_op_threads=threads or 0)
+    session = open_session(
+        pair_scorer_path_for(onnx_path), use_cuda=False, intra_op_threads=threads or 0
+    )
 
     def score(query: np.ndarray, candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         feeds = dict(zip(PAIR_SCORER_INPUTS, (query, candidates, lengths), strict=True))
@@ -125,8 +126,9 @@ def onnx_embed_fn(onnx_path: str | Path, threads: int | None = None) -> EmbedFn:
 
     def embed(x: np.ndarray) -> dict[str, np.ndarray]:
         frames = np.ascontiguousarray(x[None], dtype=np.float32)
-        outputs = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames}),
-                           strict=True))
+        outputs = dict(
+            zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames}), strict=True)
+        )
         return {
             "probe": outputs["embedding_probe"][0],
             "gallery": outputs["embedding_gallery"][0],

@@ -60,8 +60,15 @@ def export_peer_onnx(path: str | Path) -> Path:
 
     info = {"dataset": "ImageNet-1k classification only (no re-id training)", "metrics": {}}
     roles = {"enroll": "probe", "query": "probe"}
-    return export_onnx(ImageNetPeer(), path, name="imagenet-mobilenetv2-peer", version="1",
-                       training_info=info, roles=roles, pair_scorer=False)
+    return export_onnx(
+        ImageNetPeer(),
+        path,
+        name="imagenet-mobilenetv2-peer",
+        version="1",
+        training_info=info,
+        roles=roles,
+        pair_scorer=False,
+    )
 
 
 def peer_embed_fn() -> Any:
@@ -105,8 +112,13 @@ def _main(args: argparse.Namespace) -> int:
         query, gallery = protocol_sets(dataset.split(index))
         sequences = load_sequences([*query, *gallery], cache_dir=args.cache_dir, spec=PEER_SPEC)
         result = evaluate_sequences(
-            embed, query, gallery, sequences[: len(query)], sequences[len(query) :],
-            EmbedOptions(max_frames=args.max_frames), crop_size=PEER_SPEC.crop_size,
+            embed,
+            query,
+            gallery,
+            sequences[: len(query)],
+            sequences[len(query) :],
+            EmbedOptions(max_frames=args.max_frames),
+            crop_size=PEER_SPEC.crop_size,
         )
         ranks.append({**result["ranks"], "mAP": result["mAP"]})
         print(f"split {index}: " + " ".join(f"{k} {v:.1%}" for k, v in ranks[-1].items()))
