@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from training.cli import add_common_arguments, add_settings, parse_key_values, settings_from
-from training.config import TrainConfig
+from training.cli import add_common_arguments, add_settings
+from training.config import TrainConfig, config_from_args
 from training.evaluate import (
     EmbedOptions,
     evaluate_sequences,
@@ -218,20 +217,7 @@ def _main(args: argparse.Namespace) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    base = settings_from(
-        TrainConfig,
-        args,
-        dataset=args.dataset,
-        root=args.root,
-        dataset_options=parse_key_values(args.dataset_option),
-        device=args.device,
-        threads=args.threads,
-        cache_dir=args.cache_dir,
-        workers=args.workers,
-        embed=settings_from(EmbedOptions, args),
-        command="python -m training " + shlex.join(sys.argv[1:]),
-        progress=not args.no_progress,
-    )
+    base = config_from_args(args)
     run_ablation(
         base, variants, args.splits, args.out, include_colour_baseline=not args.no_colour_baseline
     )

@@ -164,3 +164,21 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, dataset_required: b
         help="torch/ONNX Runtime CPU threads (default: all cores)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
+    """The test protocol of the no-training baselines (``color-baseline``, ``peer-baseline``)."""
+    parser.add_argument("--dataset", required=True, help="dataset name, e.g. folder")
+    parser.add_argument("--root", required=True, help="dataset root folder")
+    parser.add_argument(
+        "--dataset-option", action="append", metavar="KEY=VALUE", help="dataset builder option"
+    )
+    parser.add_argument(
+        "--splits", type=parse_int_list, default=[0], help="comma-separated split indices"
+    )
+    parser.add_argument("--max-frames", type=int, default=32, help="frames used per tracklet")
+    parser.add_argument(
+        "--all-test-identities",
+        action="store_true",
+        help="also test on the split's training persons (as evaluate does)",
+    )

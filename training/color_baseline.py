@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
 from model.preprocessing import read_frame
-from training.cli import parse_int_list, parse_key_values
+from training.cli import add_baseline_arguments, parse_key_values
 from training.metrics import cmc_at, euclidean_distances, evaluate_rankings
 
 HSV_BINS = (8, 4, 4)
@@ -93,20 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="CMC/mAP of the colour-histogram matcher on a dataset's test protocol "
         "(the same query/gallery sets and metric code as `python -m training evaluate`).",
     )
-    parser.add_argument("--dataset", required=True, help="dataset name, e.g. synthetic")
-    parser.add_argument("--root", type=Path, required=True, help="dataset root folder")
-    parser.add_argument(
-        "--dataset-option", action="append", metavar="KEY=VALUE", help="dataset builder option"
-    )
-    parser.add_argument(
-        "--splits", type=parse_int_list, default=[0], help="comma-separated split indices"
-    )
-    parser.add_argument("--max-frames", type=int, default=32, help="frames used per tracklet")
-    parser.add_argument(
-        "--all-test-identities",
-        action="store_true",
-        help="also test on the split's training persons (as evaluate does)",
-    )
+    add_baseline_arguments(parser)
     parser.set_defaults(handler=_main)
 
 

@@ -3,6 +3,9 @@ through :mod:`training.cli`, the ``python -m training train`` options (torch-fre
 
 from __future__ import annotations
 
+import argparse
+import shlex
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,7 @@ from typing import Any
 from model.choices import BACKBONES, VARIANTS
 from model.preprocessing import COLOUR_MODES, CROP_SIZE, FLOW_MODES, FRAME_SIZE, InputSpec
 from training.augment import AUGMENT_PRESETS, CLIP_LENGTH
-from training.cli import parse_int_list, parse_size, setting
+from training.cli import parse_int_list, parse_key_values, parse_size, setting, settings_from
 from training.embedding import EmbedOptions
 from training.losses import HINGES
 from training.sources import Source
@@ -212,3 +215,22 @@ class TrainConfig:
     def record(self) -> dict[str, Any]:
         """JSON-ready copy (paths as strings), stored in checkpoints and model cards."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's configuration from a command line made by ``add_common_arguments`` and
+    ``add_settings(parser, TrainConfig)`` (``train`` and ``ablate``)."""
+    return settings_from(
+        TrainConfig,
+        args,
+        dataset=args.dataset,
+        root=args.root,
+        dataset_options=parse_key_values(args.dataset_option),
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+        device=args.device,
+        threads=args.threads,
+        embed=settings_from(EmbedOptions, args),
+        command="python -m training " + shlex.join(sys.argv[1:]),
+        progress=not args.no_progress,
+    )

@@ -22,7 +22,7 @@ from torch import nn
 from model.backbones import MobileNetV2
 from model.network import RGB_MEAN, RGB_STD, SelfPairing
 from model.preprocessing import InputSpec
-from training.cli import parse_int_list, parse_key_values
+from training.cli import add_baseline_arguments, parse_key_values
 
 PEER_SPEC = InputSpec((224, 224), (224, 224), "rgb", "zero")
 
@@ -84,15 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--dataset", required=True, help="dataset name, e.g. folder")
-    parser.add_argument("--root", type=Path, required=True, help="dataset root folder")
-    parser.add_argument(
-        "--dataset-option", action="append", metavar="KEY=VALUE", help="dataset builder option"
-    )
-    parser.add_argument(
-        "--splits", type=parse_int_list, default=[0], help="comma-separated split indices"
-    )
-    parser.add_argument("--max-frames", type=int, default=32, help="frames used per tracklet")
+    add_baseline_arguments(parser)
     parser.add_argument("--cache-dir", default=None, help="preprocessed-tracklet cache")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.set_defaults(handler=_main)
@@ -109,7 +101,7 @@ def _main(args: argparse.Namespace) -> int:
     embed = peer_embed_fn()
     ranks = []
     for index in args.splits:
-        query, gallery = protocol_sets(dataset.split(index))
+        query, gallery = protocol_sets(dataset.split(index), args.all_test_identities)
         sequences = load_sequences([*query, *gallery], cache_dir=args.cache_dir, spec=PEER_SPEC)
         result = evaluate_sequences(
             embed,

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from training.cli import add_common_arguments, add_settings, parse_key_values, settings_from
-from training.config import TrainConfig
+from training.cli import add_common_arguments, add_settings
+from training.config import TrainConfig, config_from_args
 from training.embedding import EmbedOptions
 from training.losses import pair_loss  # noqa: F401  (re-exported: part of the trainer's API)
 
@@ -95,20 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    config = settings_from(
-        TrainConfig,
-        args,
-        dataset=args.dataset,
-        root=args.root,
-        dataset_options=parse_key_values(args.dataset_option),
-        cache_dir=args.cache_dir,
-        workers=args.workers,
-        device=args.device,
-        threads=args.threads,
-        embed=settings_from(EmbedOptions, args),
-        command="python -m training " + shlex.join(sys.argv[1:]),
-        progress=not args.no_progress,
-    )
+    config = config_from_args(args)
     result = train_model(config)
     print(
         f"{result.iterations} iterations, {result.epochs_completed} epochs "
