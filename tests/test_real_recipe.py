@@ -255,3 +255,48 @@ def test_weights_only_checkpoint_initialises_a_run_with_other_persons(tmp_path: 
     assert trainer.model.classifier.out_features == 3
     expected = source.input_layer.weight.half().float()
     torch.testing.assert_close(trainer.model.input_layer.weight, expected)
+
+
+@pytest.mark.slow
+def test_identity_batches_train_validate_and_export_an_rgb_model(tmp_path: Path) -> None:
+    """The real-data recipe end to end on a tiny folder dataset: two sources (one all-persons),
+    identity batches with the triplet and pair terms, held-out validation, export + card."""
+    from model.card import card_path_for, load_card
+    from training.train import TrainConfig, train_model
+
+    first = _folder(tmp_path / "one", 8)
+    second = _folder(tmp_path / "two", 4)
+    config = TrainConfig(
+        train=(f"folder:{first}:test_identities=3", f"folder:{second}:part=all"),
+        val=f"folder:{first}:test_identities=3",
+        frame_size=(72, 36),
+        crop_size=(64, 32),
+        colour="rgb",
+        flow="zero",
+        sampler="identities",
+        batch_identities=4,
+        optimizer="adam",
+        lr=1e-3,
+        lr_schedule="cosine",
+        warmup_iterations=1,
+        triplet_weight=1.0,
+        pair_weight=0.5,
+        label_smoothing=0.1,
+        augment="reid",
+        clip_length=4,
+        max_iterations=4,
+        epochs=100,
+        out=tmp_path / "run",
+        export=tmp_path / "model.onnx",
+        export_from="last",
+        progress=False,
+        threads=1,
+    )
+    result = train_model(config)
+    assert result.iterations == 4 and {"I", "T", "E"} <= set(result.losses[-1])
+    assert result.validations[-1]["ranks"]["rank1"] >= 0.0
+    card = load_card(card_path_for(tmp_path / "model.onnx"))
+    assert InputSpec.from_config(card["preprocessing"]) == config.input_spec()
+    assert card["training"]["validation_data"].startswith("folder:")
+    assert [s["identities"] for s in card["training"]["training_data"]] == [5, 4]
+    assert (tmp_path / "model.pt").is_file()
