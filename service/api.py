@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 
+from service.admission import Admission, AdmissionMiddleware
 from service.encoder import ModelLoadError
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.frames import FrameLimits
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.openapi import install_openapi
+from service.request_context import RequestContextMiddleware
 from service.routers import health, identities, query, tracklets
 from service.runtime import StartupError, open_runtime
 from service.schemas import BatchEnrollRequest, EnrollJson, QueryJson
@@ -75,11 +77,28 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     app.state.api_keys = ApiKeys(settings.api_keys_read, settings.api_keys_write)
     app.state.limits = FrameLimits.from_settings(settings)
+    admission = Admission.create(
+        settings.admission_body_bytes,
+        settings.admission_pixels,
+        settings.admission_frames,
+        settings.admission_wait_s,
+    )
+    app.state.admission = admission
     install_error_handlers(app, metrics)
-    # Starlette runs the last added middleware first: metrics see the limiter's 413s too.
+    # Starlette runs the last added middleware first. Outside in: the metrics (they see every
+    # status, 413s and 503s included); the request id and the catch-all; the body-size cap (an
+    # oversized body is refused before it waits for admission); admission and the deadline.
+    app.add_middleware(
+        AdmissionMiddleware,
+        admission=admission,
+        max_body_bytes=settings.max_request_bytes,
+        timeout_s=settings.request_timeout_s,
+        metrics=metrics,
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     for module in (tracklets, query, identities, health):
         app.include_router(module.router)
-    install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest])
+    install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest], settings.auth_enabled)
     return app

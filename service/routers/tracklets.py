@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
 
-from service.dependencies import CAN_READ, CAN_WRITE, LimitsDep, MetricsDep, RuntimeDep, SettingsDep
+from service.audit import audit
+from service.dependencies import CAN_READ, CAN_WRITE, RuntimeDep, SettingsDep, WorkDep
+from service.embedding import CheckedTracklet, EmbeddedTracklet, TrackletWork, embed_checked, unpack
 from service.encoder import Embedded
 from service.gallery import TrackletRecord
 from service.openapi import body_doc, multipart_schema
-from service.request_input import (
-    PreparedTracklet,
-    check_metadata,
-    media_type,
-    prepare,
-    read_frames_input,
-    read_json,
-)
+from service.request_input import check_metadata, media_type, read_frames_input, read_json
 from service.schemas import (
     ApiError,
     BatchEnrollRequest,
@@ -82,23 +79,30 @@ def tracklet_out(record: TrackletRecord) -> TrackletOut:
     openapi_extra=body_doc(EnrollJson, multipart_schema(TrackletFields, ["metadata"])),
     summary="Enroll one tracklet",
 )
-async def enroll(
-    request: Request,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    limits: LimitsDep,
-    metrics: MetricsDep,
-) -> EnrollResponse:
+async def enroll(request: Request, settings: SettingsDep, work: WorkDep) -> EnrollResponse:
     """Frames as repeated multipart files ``frames``, one zip ``archive``, or JSON with
     base64 ``frames``. Answered once the gallery has stored the tracklet durably."""
-    fields, source = await read_frames_input(request, TrackletFields, EnrollJson, limits)
+    fields, source = await read_frames_input(request, TrackletFields, EnrollJson, work.limits)
     check_metadata(fields.metadata, settings.max_metadata_bytes)
-    prepared = await prepare(source, limits, runtime)
-    embedded = await runtime.batcher.embed(prepared.tracklet, "enroll")
-    metrics.count_embedded("enroll", embedded.features.shape[0])
-    record = _record(fields, embedded)
-    await anyio.to_thread.run_sync(runtime.gallery.add, [record])
+    checked = await unpack(source, work)
+    embedded = await embed_checked(checked, "enroll", work)
+    record = _record(fields, embedded.embedded)
+    await _store(request, work, [record])
     return _enroll_response(record)
+
+
+async def _store(request: Request, work: TrackletWork, records: list[TrackletRecord]) -> None:
+    """One atomic, durable gallery add, and its audit line. The deadline is checked before the
+    write, never during it: a request answered as refused has stored nothing."""
+    work.deadline.check("before storing the tracklets")
+    await anyio.to_thread.run_sync(work.runtime.gallery.add, records)
+    audit(
+        request,
+        "enroll",
+        tracklet_ids=[r.tracklet_id for r in records],
+        identities=sorted({r.identity for r in records}),
+        frames=sum(r.num_frames for r in records),
+    )
 
 
 async def _read_batch(request: Request, max_tracklets: int) -> BatchEnrollRequest:
@@ -126,33 +130,61 @@ async def _read_batch(request: Request, max_tracklets: int) -> BatchEnrollReques
     summary="Enroll many tracklets atomically",
 )
 async def enroll_batch(
-    request: Request,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    limits: LimitsDep,
-    metrics: MetricsDep,
+    request: Request, settings: SettingsDep, work: WorkDep
 ) -> BatchEnrollResponse:
     """JSON only. Every tracklet is enrolled, or (on any error) none is."""
     batch = await _read_batch(request, settings.max_batch_tracklets)
-
-    async def prepare_one(index: int, item: EnrollJson) -> PreparedTracklet:
-        try:
+    for index, item in enumerate(batch.tracklets):
+        with _naming(index):
             check_metadata(item.metadata, settings.max_metadata_bytes)
-            return await prepare(item.frames, limits, runtime)
-        except ApiError as exc:
-            raise ApiError(exc.status, exc.code, f"tracklets[{index}]: {exc.message}") from exc
-
-    # The first failing tracklet's error is the answer; nothing has been stored yet.
-    prepared = await asyncio.gather(
-        *(prepare_one(index, item) for index, item in enumerate(batch.tracklets))
+    # Every tracklet's frames are unpacked and their headers checked before any is decoded.
+    checked = await asyncio.gather(
+        *(_unpack_item(index, item.frames, work) for index, item in enumerate(batch.tracklets))
     )
-    embedded = await runtime.batcher.embed_many([p.tracklet for p in prepared], "enroll")
-    records = []
-    for fields, result in zip(batch.tracklets, embedded, strict=True):
-        metrics.count_embedded("enroll", result.features.shape[0])
-        records.append(_record(fields, result))
-    await anyio.to_thread.run_sync(runtime.gallery.add, records)
+    embedded = await _embed_all(checked, work)
+    records = [
+        _record(fields, result.embedded)
+        for fields, result in zip(batch.tracklets, embedded, strict=True)
+    ]
+    await _store(request, work, records)
     return BatchEnrollResponse(tracklets=[_enroll_response(r) for r in records])
+
+
+@contextmanager
+def _naming(index: int) -> Iterator[None]:
+    """Errors of ``tracklets[index]`` say so."""
+    try:
+        yield
+    except ApiError as exc:
+        raise ApiError(
+            exc.status, exc.code, f"tracklets[{index}]: {exc.message}", exc.headers
+        ) from exc
+
+
+async def _unpack_item(index: int, frames: list[str], work: TrackletWork) -> CheckedTracklet:
+    with _naming(index):
+        return await unpack(frames, work)
+
+
+async def _embed_all(
+    tracklets: Sequence[CheckedTracklet], work: TrackletWork
+) -> list[EmbeddedTracklet]:
+    """Embed a batch's tracklets, a few at a time (one per decode worker), so that a large
+    batch takes its turns in admission among other requests instead of queueing all its
+    tracklets at once. The first failure cancels the rest; nothing has been stored yet."""
+    gate = asyncio.Semaphore(int(work.runtime.decode_limiter.total_tokens))
+
+    async def one(index: int, tracklet: CheckedTracklet) -> EmbeddedTracklet:
+        async with gate:
+            with _naming(index):
+                return await embed_checked(tracklet, "enroll", work)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(i, t)) for i, t in enumerate(tracklets)]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 @router.get(
@@ -174,7 +206,10 @@ async def get_tracklet(runtime: RuntimeDep, tracklet_id: str) -> TrackletOut:
     dependencies=[CAN_WRITE],
     summary="Delete one tracklet",
 )
-async def delete_tracklet(runtime: RuntimeDep, tracklet_id: str) -> DeletedTracklet:
+async def delete_tracklet(
+    request: Request, runtime: RuntimeDep, tracklet_id: str
+) -> DeletedTracklet:
     if not await anyio.to_thread.run_sync(runtime.gallery.delete_tracklet, tracklet_id):
         raise ApiError(404, "tracklet_not_found", f"tracklet {tracklet_id!r} is not enrolled")
+    audit(request, "delete_tracklet", tracklet_id=tracklet_id)
     return DeletedTracklet(tracklet_id=tracklet_id, deleted=True)

@@ -1,0 +1,149 @@
+"""A request's frames to an embedding, inside the admission budget and the request's deadline.
+
+Two steps, each in a worker thread (at most ``REID_DECODE_WORKERS`` at once):
+
+1. :func:`unpack` turns what arrived (base64 strings, multipart files, a zip) into encoded
+   frames and checks every header: cheap, and it tells what decoding will cost.
+2. :func:`embed_checked` reserves that cost (:meth:`service.admission.Admission.tracklet`), then
+   decodes, preprocesses and embeds, and gives the room back once the embedding exists.
+
+So every frame of a request is checked before any is decoded, and nothing is decoded without
+room for it; the deadline is checked between frames, never in the middle of a gallery write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import anyio.to_thread
+import numpy as np
+
+from model.preprocessing import InputSpec, prepare_tracklet
+from service.admission import Admission, Deadline
+from service.encoder import Embedded
+from service.frames import (
+    CheckedFrame,
+    EncodedFrame,
+    FrameLimits,
+    check_frames,
+    decode_base64_frames,
+    decode_checked,
+    read_zip,
+)
+from service.metrics import ServiceMetrics
+from service.runtime import Runtime
+from service.schemas import ApiError
+
+log = logging.getLogger(__name__)
+
+#: Frames as they arrived: base64 strings (JSON), encoded files (multipart) or zip bytes.
+FrameSource = list[str] | list[EncodedFrame] | bytes
+
+
+@dataclass(frozen=True)
+class TrackletWork:
+    """What turning frames into an embedding needs; one per request (a route dependency)."""
+
+    runtime: Runtime
+    limits: FrameLimits
+    admission: Admission
+    deadline: Deadline
+    metrics: ServiceMetrics
+
+
+@dataclass(frozen=True)
+class CheckedTracklet:
+    """A tracklet's frames, unpacked and their headers checked; nothing decoded yet."""
+
+    frames: list[CheckedFrame]
+    unpack_ms: float
+
+
+@dataclass(frozen=True)
+class EmbeddedTracklet:
+    embedded: Embedded
+    decode_ms: float  # unpacking and decoding
+    preprocess_ms: float
+    embed_ms: float
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+def _unpack(source: FrameSource, limits: FrameLimits) -> CheckedTracklet:
+    start = time.perf_counter()
+    if isinstance(source, bytes):
+        encoded = read_zip(source, limits)
+    elif source and isinstance(source[0], str):
+        encoded = decode_base64_frames(source, limits)  # type: ignore[arg-type]
+    else:
+        encoded = list(source)  # type: ignore[arg-type]
+    frames = check_frames(encoded, limits)
+    return CheckedTracklet(frames, ms(time.perf_counter() - start))
+
+
+async def unpack(source: FrameSource, work: TrackletWork) -> CheckedTracklet:
+    """Encoded frames with checked headers, in a worker thread."""
+    return await anyio.to_thread.run_sync(
+        _unpack, source, work.limits, limiter=work.runtime.decode_limiter
+    )
+
+
+def _decode_and_prepare(
+    tracklet: CheckedTracklet, spec: InputSpec, deadline: Deadline
+) -> tuple[np.ndarray, float, float]:
+    """Runs in a worker thread: images -> the network's input (as ``spec``, the served
+    model's, says); returns it with the decode and preprocess milliseconds."""
+    start = time.perf_counter()
+    images = []
+    for frame in tracklet.frames:
+        deadline.check("while decoding its frames")
+        images.append(decode_checked(frame))
+    decoded = time.perf_counter()
+    deadline.check("before preprocessing its frames")
+    try:
+        prepared = prepare_tracklet(images, spec)
+    except Exception as exc:
+        # Preprocessing only ever sees images that decoded; if it still fails, the cause is in
+        # those images, so the client hears about it (and the server log has the trace).
+        log.warning("preprocessing rejected an upload", exc_info=True)
+        raise ApiError(
+            422, "unprocessable_frames", f"the frames could not be preprocessed: {exc}"
+        ) from exc
+    return prepared, ms(decoded - start), ms(time.perf_counter() - decoded)
+
+
+async def embed_checked(
+    tracklet: CheckedTracklet, role: str, work: TrackletWork
+) -> EmbeddedTracklet:
+    """Decode, preprocess and embed a checked tracklet as ``role``, holding admission room
+    for its pixels and frames until the embedding exists."""
+    pixels = sum(frame.pixels for frame in tracklet.frames)
+    runtime = work.runtime
+    async with work.admission.tracklet(pixels, len(tracklet.frames), work.deadline):
+        prepared, decode_ms, preprocess_ms = await anyio.to_thread.run_sync(
+            _decode_and_prepare,
+            tracklet,
+            runtime.encoder.spec,
+            work.deadline,
+            limiter=runtime.decode_limiter,
+        )
+        work.deadline.check("before embedding its frames")
+        embed_start = time.perf_counter()
+        embedded = await runtime.batcher.embed(prepared, role)
+        del prepared  # the room is given back below: the preprocessed frames must go with it
+    work.metrics.count_embedded(role, embedded.features.shape[0])
+    return EmbeddedTracklet(
+        embedded=embedded,
+        decode_ms=round(tracklet.unpack_ms + decode_ms, 3),
+        preprocess_ms=preprocess_ms,
+        embed_ms=ms(time.perf_counter() - embed_start),
+    )
+
+
+async def embed_source(source: FrameSource, role: str, work: TrackletWork) -> EmbeddedTracklet:
+    """:func:`unpack` then :func:`embed_checked`: one request's frames to their embedding."""
+    return await embed_checked(await unpack(source, work), role, work)
