@@ -178,7 +178,7 @@ def _frames_json(**fields: object) -> dict:
 def tiny_frame_batch(tracklets: int, frames: int) -> bytes:
     """A JSON batch of many tracklets of many tiny frames: a few megabytes on the wire, a lot
     of decoding, optical flow and embedding."""
-    tiny = [b64(person_png(seed, (16, 8))) for seed in range(frames)]
+    tiny = [b64(solid_png(8, seed)) for seed in range(frames)]
     items = [{"identity": f"tiny-{i}", "frames": tiny} for i in range(tracklets)]
     return json.dumps({"tracklets": items}).encode()
 
@@ -340,16 +340,23 @@ def malformed_corpus() -> list[Hostile]:
     ]
 
 
-def heavy_corpus(scale: float = 1.0) -> list[Hostile]:
-    """The memory and CPU attacks; ``scale`` < 1 shrinks them (same shape) for the tests."""
+def heavy_corpus(scale: float = 1.0, solid_fitting: int = 8) -> list[Hostile]:
+    """The memory and CPU attacks; ``scale`` < 1 shrinks them (same shape) for the tests.
+    ``solid_fitting`` solid 1448 x 1448 PNGs fit the default REID_MAX_PIXELS_PER_TRACKLET: a
+    valid request, each costing the whole pixel budget."""
     entries = max(2_000, int(700_000 * scale))
     png_bytes = max(8 << 20, int(1.2e9 * scale))
     side = 1448
-    solid = [solid_png(side, seed) for seed in range(max(2, int(32 * scale)))]
+    solid = [solid_png(side, seed) for seed in range(32)]
+    fitting = solid[:solid_fitting]
     many = many_entry_zip(entries)
     lying = png_with_data(10, 10, png_bytes)
     batch = tiny_frame_batch(max(4, int(256 * scale)), max(16, int(256 * scale)))
-    batch_headers = {"content-type": "application/json"}
+
+    def frames(items: list[bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+        return [("frames", (f"{i}.png", data, "image/png")) for i, data in enumerate(items)]
+
+    json_headers = {"content-type": "application/json"}
     return [
         Hostile(
             f"zip of {entries:,} empty entries ({len(many) / 1e6:.0f} MB), read key",
@@ -359,11 +366,15 @@ def heavy_corpus(scale: float = 1.0) -> list[Hostile]:
             True,
         ),
         Hostile(
-            f"{len(solid)} solid {side}x{side} PNGs ({sum(map(len, solid)) // 1024} KiB)",
-            lambda c: c.post(
-                "/query",
-                files=[("frames", (f"{i}.png", f, "image/png")) for i, f in enumerate(solid)],
-            ),
+            f"32 solid {side}x{side} PNGs ({sum(map(len, solid)) // 1024} KiB)",
+            lambda c: c.post("/query", files=frames(solid)),
+            frozenset({413}),
+            "tracklet_too_large",
+            True,
+        ),
+        Hostile(
+            f"{len(fitting)} solid {side}x{side} PNGs, within the limits (valid, costly)",
+            lambda c: c.post("/query", files=frames(fitting)),
             frozenset({200, 413, 503}),
             None,
             True,
@@ -371,14 +382,14 @@ def heavy_corpus(scale: float = 1.0) -> list[Hostile]:
         Hostile(
             f"10x10 PNG carrying {png_bytes / 1e9:.2f} GB of pixel data "
             f"({len(lying) / 1e6:.1f} MB)",
-            lambda c: c.post("/query", files=[("frames", ("0.png", lying, "image/png"))]),
-            frozenset({400, 413}),
-            None,
+            lambda c: c.post("/query", files=frames([lying])),
+            frozenset({400}),
+            "corrupt_image",
             True,
         ),
         Hostile(
             f"batch of tiny frames ({len(batch) / 1e6:.1f} MB)",
-            lambda c: c.post("/tracklets/batch", content=batch, headers=batch_headers),
+            lambda c: c.post("/tracklets/batch", content=batch, headers=json_headers),
             frozenset({201, 413, 503}),
             None,
             True,

@@ -13,9 +13,10 @@ of the process, and each is granted first come, first served:
   them until its embedding is done.
 
 A request that cannot be admitted within ``REID_ADMISSION_WAIT_S`` is answered ``503
-overloaded`` with ``Retry-After``; nothing has been stored. A cost larger than a whole budget is
-cut to the budget: such a request waits until it can have the budget to itself, so every request
-the per-request limits allow can eventually run.
+overloaded`` with ``Retry-After``; nothing has been stored. A sixteenth of each budget more is
+kept for small requests (:class:`Budget`), so ordinary requests pass while huge ones wait. A
+cost larger than a whole budget is cut to the budget: such a request waits until it can have
+the budget to itself, so every request the per-request limits allow can eventually run.
 
 Every request also gets a :class:`Deadline` (``REID_REQUEST_TIMEOUT_S``): the body must arrive
 in time (``408 request_timeout``) and the work is checked against it between stages and between
@@ -80,69 +81,89 @@ def overloaded(what: str, setting: str, wait_s: float) -> ApiError:
     )
 
 
+#: The share of each budget set aside for small requests (at most this share each).
+SMALL_SHARE = 1 / 16
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a request was given, and from which lane (``main`` or ``small``)."""
+
+    cost: dict[str, int]
+    lane: str
+
+
 class Budget:
     """Capacities (resource -> amount) shared by concurrent requests, granted in arrival order.
 
-    Used from the event loop only, so it needs no lock. A request waits behind every earlier
-    one, even one whose cost would not fit yet: small requests cannot starve a large one.
+    Beside the main capacity, a lane of :data:`SMALL_SHARE` of it serves small requests (each at
+    most that share) when the main capacity is taken or others wait for it: an ordinary
+    tracklet never queues behind an attacker's huge ones, which wait their turn (and are told to
+    retry) instead. At most ``capacity * (1 + SMALL_SHARE)`` is ever held.
+
+    Used from the event loop only, so it needs no lock.
     """
 
     def __init__(self, capacity: Mapping[str, int]) -> None:
-        self.capacity = dict(capacity)
-        self.used = dict.fromkeys(capacity, 0)
-        self._waiting: deque[tuple[dict[str, int], asyncio.Future[None]]] = deque()
+        self.capacity = {"main": dict(capacity)}
+        self.capacity["small"] = {
+            name: int(amount * SMALL_SHARE) for name, amount in capacity.items()
+        }
+        self.used = {lane: dict.fromkeys(capacity, 0) for lane in self.capacity}
+        self._waiting: deque[tuple[dict[str, int], asyncio.Future[Grant]]] = deque()
 
     def clamp(self, cost: Mapping[str, int]) -> dict[str, int]:
         """``cost`` cut to the capacity, so that it can always be granted eventually."""
-        return {name: min(max(0, amount), self.capacity[name]) for name, amount in cost.items()}
+        main = self.capacity["main"]
+        return {name: min(max(0, amount), main[name]) for name, amount in cost.items()}
 
-    def _fits(self, cost: Mapping[str, int]) -> bool:
-        return all(self.used[name] + amount <= self.capacity[name] for name, amount in cost.items())
+    def _fits(self, cost: Mapping[str, int], lane: str) -> bool:
+        used, capacity = self.used[lane], self.capacity[lane]
+        return all(used[name] + amount <= capacity[name] for name, amount in cost.items())
 
-    def _take(self, cost: Mapping[str, int]) -> None:
+    def _take(self, cost: dict[str, int], lane: str) -> Grant:
         for name, amount in cost.items():
-            self.used[name] += amount
+            self.used[lane][name] += amount
+        return Grant(cost, lane)
+
+    def _grant_now(self, cost: dict[str, int]) -> Grant | None:
+        if not self._waiting and self._fits(cost, "main"):
+            return self._take(cost, "main")
+        if self._fits(cost, "small"):
+            return self._take(cost, "small")
+        return None
 
     def _grant_waiting(self) -> None:
         while self._waiting:
             cost, future = self._waiting[0]
             if not future.done():
-                if not self._fits(cost):
+                if not self._fits(cost, "main"):
                     return
-                self._take(cost)
-                future.set_result(None)
+                future.set_result(self._take(cost, "main"))
             self._waiting.popleft()
 
-    async def acquire(self, cost: dict[str, int], timeout: float) -> None:
+    async def acquire(self, cost: dict[str, int], timeout: float) -> Grant:
         """Take ``cost`` (already clamped) or raise ``TimeoutError`` after ``timeout`` s."""
-        if not self._waiting and self._fits(cost):
-            self._take(cost)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        grant = self._grant_now(cost)
+        if grant is not None:
+            return grant
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         self._waiting.append((cost, future))
         try:
             async with asyncio.timeout(timeout):
-                await future
+                return await future
         except BaseException:
             if future.done() and not future.cancelled():
-                self.release(cost)  # granted in the same instant the wait ended
+                self.release(future.result())  # granted in the same instant the wait ended
             else:
                 future.cancel()
                 self._grant_waiting()  # the head of the line may have been this request
             raise
 
-    def release(self, cost: Mapping[str, int]) -> None:
-        for name, amount in cost.items():
-            self.used[name] -= amount
+    def release(self, grant: Grant) -> None:
+        for name, amount in grant.cost.items():
+            self.used[grant.lane][name] -= amount
         self._grant_waiting()
-
-    @asynccontextmanager
-    async def hold(self, cost: dict[str, int], timeout: float) -> AsyncIterator[None]:
-        await self.acquire(cost, timeout)
-        try:
-            yield
-        finally:
-            self.release(cost)
 
 
 @dataclass(frozen=True)
@@ -165,7 +186,7 @@ class Admission:
         cost = self.work.clamp({"pixels": pixels, "frames": frames})
         timeout = min(self.wait_s, deadline.remaining())
         try:
-            await self.work.acquire(cost, timeout)
+            grant = await self.work.acquire(cost, timeout)
         except TimeoutError:
             if deadline.remaining() <= 0:
                 raise deadline.error("while waiting for room to decode its frames") from None
@@ -175,7 +196,7 @@ class Admission:
         try:
             yield
         finally:
-            self.work.release(cost)
+            self.work.release(grant)
 
 
 class AdmissionMiddleware:
@@ -209,7 +230,7 @@ class AdmissionMiddleware:
         bodies = self.admission.bodies
         cost = bodies.clamp({"bytes": size})
         try:
-            await bodies.acquire(cost, min(self.admission.wait_s, deadline.remaining()))
+            grant = await bodies.acquire(cost, min(self.admission.wait_s, deadline.remaining()))
         except TimeoutError:
             error = overloaded("body", "REID_ADMISSION_BODY_BYTES", self.admission.wait_s)
             await self._refuse(scope, receive, send, error)
@@ -217,7 +238,7 @@ class AdmissionMiddleware:
         try:
             await self.app(scope, timed_receive, send)
         finally:
-            bodies.release(cost)
+            bodies.release(grant)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
         self.metrics.errors.labels(error.code).inc()

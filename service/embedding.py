@@ -92,6 +92,23 @@ async def unpack(source: FrameSource, work: TrackletWork) -> CheckedTracklet:
     )
 
 
+def _check_all(sources: list[FrameSource], limits: FrameLimits) -> None:
+    for index, source in enumerate(sources):
+        try:
+            _unpack(source, limits)
+        except ApiError as exc:
+            raise exc.prefixed(f"tracklets[{index}]") from exc
+
+
+async def check_all(sources: list[FrameSource], work: TrackletWork) -> None:
+    """Every tracklet's frames unpacked and their headers checked before any is decoded, one
+    tracklet at a time, each dropped once checked: a batch of many tiny frames would otherwise
+    hold hundreds of thousands of frame objects at once. :func:`embed_source` unpacks again."""
+    await anyio.to_thread.run_sync(
+        _check_all, sources, work.limits, limiter=work.runtime.decode_limiter
+    )
+
+
 def _decode_and_prepare(
     tracklet: CheckedTracklet, spec: InputSpec, deadline: Deadline
 ) -> tuple[np.ndarray, float, float]:

@@ -31,6 +31,10 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers  # e.g. Retry-After on a 503
 
+    def prefixed(self, prefix: str) -> ApiError:
+        """The same error, its message saying where (``tracklets[3]: ...``)."""
+        return ApiError(self.status, self.code, f"{prefix}: {self.message}", self.headers)
+
 
 def _as_utc(value: datetime) -> datetime:
     """Naive times are taken as UTC so every stored time compares with every other."""

@@ -84,16 +84,20 @@ class Settings(BaseSettings):
     )
     max_frame_side: int = Field(8192, gt=0, description="Largest width or height of one frame.")
     max_pixels_per_tracklet: int = Field(
-        64 * MiB,
+        16 * MiB,
         gt=0,
-        description="Largest total of width x height over a tracklet's frames (decoded memory).",
+        description="Largest total of width x height over a tracklet's frames (decoding and "
+        "preprocessing cost about 15 bytes per pixel).",
     )
     allowed_formats: CommaList = Field(
         default_factory=lambda: ["jpeg", "png"], description="Accepted image formats."
     )
     max_zip_entries: int = Field(1024, gt=0, description="Most files in one zip archive.")
     max_zip_uncompressed_bytes: int = Field(
-        256 * MiB, gt=0, description="Largest total uncompressed size of one zip archive."
+        64 * MiB,
+        gt=0,
+        description="Largest total uncompressed size of one zip archive (held in memory; "
+        "images do not compress, so an honest archive inflates to about its own size).",
     )
     max_metadata_bytes: int = Field(16 * 1024, gt=0, description="Largest metadata JSON object.")
     max_batch_tracklets: int = Field(
@@ -113,22 +117,22 @@ class Settings(BaseSettings):
 
     # -- admission control (service/admission.py) ---------------------------------------------
     admission_body_bytes: int = Field(
-        128 * MiB,
+        64 * MiB,
         gt=0,
         description="Request bodies held in memory at once, all requests together; a chunked "
         "upload counts as max_request_bytes. Over it, requests wait their turn.",
     )
     admission_pixels: int = Field(
-        32 * MiB,
+        16 * MiB,
         gt=0,
-        description="Decoded pixels (width x height, 3 bytes each) held at once, all requests "
-        "together; a larger tracklet waits to have them all.",
+        description="Pixels (width x height) being decoded and preprocessed at once, all "
+        "requests together; a larger tracklet waits to have them all.",
     )
     admission_frames: int = Field(
-        2048,
+        256,
         gt=0,
         description="Frames being decoded, preprocessed and embedded at once, all requests "
-        "together.",
+        "together (about 0.35 MB each to preprocess and 0.5 MB each embedded).",
     )
     admission_wait_s: float = Field(
         10.0,
@@ -160,6 +164,13 @@ class Settings(BaseSettings):
     )
     ort_intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose."
+    )
+    malloc_arenas: int = Field(
+        2,
+        ge=0,
+        description="glibc malloc arenas; each thread's arena keeps its own peak, so fewer "
+        "arenas keep memory under concurrent requests close to what they use (0: glibc's "
+        "default, 8 per core).",
     )
     use_cuda: bool = Field(
         True, description="Use CUDAExecutionProvider when ONNX Runtime offers it."

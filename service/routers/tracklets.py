@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import anyio.to_thread
@@ -13,7 +11,15 @@ from fastapi import APIRouter, Request
 
 from service.audit import audit
 from service.dependencies import CAN_READ, CAN_WRITE, RuntimeDep, SettingsDep, WorkDep
-from service.embedding import CheckedTracklet, EmbeddedTracklet, TrackletWork, embed_checked, unpack
+from service.embedding import (
+    EmbeddedTracklet,
+    FrameSource,
+    TrackletWork,
+    check_all,
+    embed_checked,
+    embed_source,
+    unpack,
+)
 from service.encoder import Embedded
 from service.gallery import TrackletRecord
 from service.openapi import body_doc, multipart_schema
@@ -135,13 +141,12 @@ async def enroll_batch(
     """JSON only. Every tracklet is enrolled, or (on any error) none is."""
     batch = await _read_batch(request, settings.max_batch_tracklets)
     for index, item in enumerate(batch.tracklets):
-        with _naming(index):
+        try:
             check_metadata(item.metadata, settings.max_metadata_bytes)
-    # Every tracklet's frames are unpacked and their headers checked before any is decoded.
-    checked = await asyncio.gather(
-        *(_unpack_item(index, item.frames, work) for index, item in enumerate(batch.tracklets))
-    )
-    embedded = await _embed_all(checked, work)
+        except ApiError as exc:
+            raise exc.prefixed(f"tracklets[{index}]") from exc
+    await check_all([item.frames for item in batch.tracklets], work)
+    embedded = await _embed_all([item.frames for item in batch.tracklets], work)
     records = [
         _record(fields, result.embedded)
         for fields, result in zip(batch.tracklets, embedded, strict=True)
@@ -150,38 +155,22 @@ async def enroll_batch(
     return BatchEnrollResponse(tracklets=[_enroll_response(r) for r in records])
 
 
-@contextmanager
-def _naming(index: int) -> Iterator[None]:
-    """Errors of ``tracklets[index]`` say so."""
-    try:
-        yield
-    except ApiError as exc:
-        raise ApiError(
-            exc.status, exc.code, f"tracklets[{index}]: {exc.message}", exc.headers
-        ) from exc
-
-
-async def _unpack_item(index: int, frames: list[str], work: TrackletWork) -> CheckedTracklet:
-    with _naming(index):
-        return await unpack(frames, work)
-
-
-async def _embed_all(
-    tracklets: Sequence[CheckedTracklet], work: TrackletWork
-) -> list[EmbeddedTracklet]:
-    """Embed a batch's tracklets, a few at a time (one per decode worker), so that a large
+async def _embed_all(sources: list[FrameSource], work: TrackletWork) -> list[EmbeddedTracklet]:
+    """Embed a batch's tracklets a few at a time (one per decode worker), so that a large
     batch takes its turns in admission among other requests instead of queueing all its
     tracklets at once. The first failure cancels the rest; nothing has been stored yet."""
     gate = asyncio.Semaphore(int(work.runtime.decode_limiter.total_tokens))
 
-    async def one(index: int, tracklet: CheckedTracklet) -> EmbeddedTracklet:
+    async def one(index: int, source: FrameSource) -> EmbeddedTracklet:
         async with gate:
-            with _naming(index):
-                return await embed_checked(tracklet, "enroll", work)
+            try:
+                return await embed_source(source, "enroll", work)
+            except ApiError as exc:
+                raise exc.prefixed(f"tracklets[{index}]") from exc
 
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(i, t)) for i, t in enumerate(tracklets)]
+            tasks = [group.create_task(one(i, source)) for i, source in enumerate(sources)]
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None
     return [task.result() for task in tasks]
