@@ -110,6 +110,22 @@ Base64Frames = Annotated[
 ]
 
 
+#: Two tiny PNG frames (8 x 16): the documented examples are requests that really work, so
+#: /docs can send them as they are, and schemathesis's examples phase gets past the decoder.
+EXAMPLE_FRAMES = [
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAQCAIAAACk6KkqAAAAHElEQVQY02PU0DjBgA0wMeAAg1OCcYGGxnDwBwCGrgIn"
+    "15KLvAAAAABJRU5ErkJggg==",
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAQCAIAAACk6KkqAAAAJElEQVQY02OUOyHHwMDAlbCKARUwMeAAg1OCBUJVMCQM"
+    "bX8AAPidAxKnEtnnAAAAAElFTkSuQmCC",
+]
+_EXAMPLE_TRACKLET = {
+    "identity": "alice",
+    "camera": "cam1",
+    "start_time": "2024-05-01T10:00:00Z",
+    "metadata": {"site": "north"},
+    "frames": EXAMPLE_FRAMES,
+}
+
 # ----------------------------------------------------------------------------------- requests
 
 
@@ -136,13 +152,17 @@ class TrackletFields(BaseModel):
 class EnrollJson(TrackletFields):
     """``POST /tracklets`` with ``Content-Type: application/json``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_TRACKLET]})
+
     frames: Base64Frames
 
 
 class BatchEnrollRequest(BaseModel):
     """``POST /tracklets/batch``: every tracklet is enrolled, or none."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"tracklets": [_EXAMPLE_TRACKLET]}]}
+    )
 
     tracklets: list[EnrollJson] = Field(min_length=1)
 
@@ -185,6 +205,12 @@ class QueryFields(BaseModel):
 
 class QueryJson(QueryFields):
     """``POST /query`` with ``Content-Type: application/json``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"frames": EXAMPLE_FRAMES, "top_k": 5, "exclude_cameras": ["cam1"]}]
+        }
+    )
 
     frames: Base64Frames
 
