@@ -97,12 +97,22 @@ def _honest(url: str, stop: threading.Event, outcomes: list[tuple[bool, float]])
             outcomes.append((queried.status_code == 200, time.perf_counter() - start))
 
 
+def _outcome(response: httpx.Response) -> str:
+    """The status, with the error code for a 5xx (admission's 503s say which budget)."""
+    if response.status_code < 500:
+        return str(response.status_code)
+    try:
+        return f"{response.status_code} {response.json()['error']['code']}"
+    except (ValueError, KeyError, TypeError):
+        return str(response.status_code)
+
+
 def _send(url: str, hostile: Hostile, rounds: int) -> list[str]:
     outcomes = []
     with httpx.Client(base_url=url, timeout=300) as client:
         for _ in range(rounds):
             try:
-                outcomes.append(str(hostile.send(client).status_code))
+                outcomes.append(_outcome(hostile.send(client)))
             except httpx.HTTPError as exc:
                 outcomes.append(type(exc).__name__)
     return outcomes
@@ -110,7 +120,11 @@ def _send(url: str, hostile: Hostile, rounds: int) -> list[str]:
 
 def _server_error(outcome: str) -> bool:
     """A dropped connection, or a 5xx other than admission control's 503 + Retry-After."""
-    return not outcome.isdigit() or (outcome.startswith("5") and outcome != "503")
+    status = outcome.split()[0]
+    if not status.isdigit():
+        return True
+    admission = outcome in ("503 overloaded", "503 deadline_exceeded")
+    return status.startswith("5") and not admission
 
 
 def _send_all(url: str, hostile: Hostile, concurrency: int, rounds: int) -> list[str]:
