@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import struct
 import time
 import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from service_fixtures import encode, person_frames
+from service_fixtures import ServiceProcess, encode, person_frames
 
 from bench.hostile import many_entry_zip, png_chunk, png_with_data, truncated_jpeg_with_end_marker
 from service.admission import SMALL_SHARE, Budget, Deadline
@@ -184,3 +187,55 @@ def test_broken_directories_are_refused() -> None:
     data[end + 12 : end + 16] = struct.pack("<L", len(data) * 2)  # directory larger than file
     with pytest.raises(BadDirectory):
         directory_totals(bytes(data), 10)
+
+
+# ------------------------------------------------------------------------- through a server
+
+
+@pytest.fixture(scope="module")
+def tight_server(
+    exported_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """Budgets small enough to fill by hand: 2000 body bytes, a 2 s deadline."""
+    env = {
+        "REID_ADMISSION_BODY_BYTES": "2000",
+        "REID_ADMISSION_WAIT_S": "0.5",
+        "REID_REQUEST_TIMEOUT_S": "2",
+    }
+    with ServiceProcess(exported_model, tmp_path_factory.mktemp("tight") / "data", env) as server:
+        yield server
+
+
+def _open_upload(port: int, declared: int) -> socket.socket:
+    """A request that declares a body of ``declared`` bytes and sends none of it (yet)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {declared}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def test_bodies_beyond_the_budget_wait_then_get_503_and_a_trickled_body_gets_408(
+    tight_server: ServiceProcess,
+) -> None:
+    holder = _open_upload(tight_server.port, 1900)  # holds 1900 of the 2000 body bytes
+    try:
+        time.sleep(0.3)
+        with tight_server.client() as client:
+            refused = client.post(
+                "/query", content=b"x" * 1500, headers={"content-type": "application/json"}
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "overloaded"
+            assert refused.headers["retry-after"] == "1"
+            assert "REID_ADMISSION_BODY_BYTES" in refused.json()["error"]["message"]
+            # Small bodies have their lane: a GET and a small body pass meanwhile.
+            assert client.get("/healthz").status_code == 200
+            small = client.post("/query", json={"frames": ["bm90IGFuIGltYWdl"]})
+            assert small.status_code == 415, small.text
+        # The holder never sends its body: the deadline answers it.
+        answer = holder.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408") and "request_timeout" in answer
+    finally:
+        holder.close()
