@@ -1,7 +1,7 @@
 """How the process's C allocator keeps memory: glibc gives each thread that contends for the
 heap an arena of its own (up to 8 per core), and every arena keeps its own peak. A service whose
 worker threads take turns decoding and preprocessing large requests then holds the sum of those
-peaks: under 8 concurrent batch attacks, 569 MiB over idle with glibc's default against 362 MiB
+peaks: under 8 concurrent batch attacks, 571 MiB over idle with glibc's default against 372 MiB
 with two arenas (docs/service.md, "Limits and hostile input").
 """
 
