@@ -366,6 +366,8 @@ def heavy_corpus(scale: float = 1.0, solid_fitting: int = 8) -> list[Hostile]:
     many = many_entry_zip(entries)
     lying = png_with_data(10, 10, png_bytes)
     batch = tiny_frame_batch(max(4, int(256 * scale)), max(16, int(256 * scale)))
+    # The default REID_MAX_BATCH_FRAMES (16,384): a valid batch, costly to embed.
+    fitting_batch = tiny_frame_batch(max(4, int(64 * scale)), max(16, int(256 * scale)))
 
     def frames(items: list[bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
         return [("frames", (f"{i}.png", data, "image/png")) for i, data in enumerate(items)]
@@ -402,9 +404,16 @@ def heavy_corpus(scale: float = 1.0, solid_fitting: int = 8) -> list[Hostile]:
             True,
         ),
         Hostile(
-            f"batch of tiny frames ({len(batch) / 1e6:.1f} MB)",
+            f"batch of {len(batch) // 1000} kB of tiny frames",
             lambda c: c.post("/tracklets/batch", content=batch, headers=json_headers),
-            frozenset({201, 413, 503}),
+            frozenset({201, 413}),
+            "too_many_frames" if scale == 1.0 else None,
+            True,
+        ),
+        Hostile(
+            f"batch of tiny frames within the limits ({len(fitting_batch) // 1000} kB, valid)",
+            lambda c: c.post("/tracklets/batch", content=fitting_batch, headers=json_headers),
+            frozenset({201, 503}),
             None,
             True,
         ),

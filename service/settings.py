@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     max_batch_tracklets: int = Field(
         256, gt=0, description="Most tracklets in one POST /tracklets/batch."
     )
+    max_batch_frames: int = Field(
+        16384,
+        gt=0,
+        description="Most frames in one POST /tracklets/batch, its tracklets together: bounds "
+        "one request's decoding, preprocessing and embedding work.",
+    )
     max_top_k: int = Field(100, gt=0, description="Largest top_k a query may ask for.")
     rerank: int = Field(
         0,

@@ -34,6 +34,7 @@ from service.schemas import (
     TrackletFields,
     TrackletOut,
 )
+from service.settings import Settings
 
 router = APIRouter(tags=["tracklets"])
 
@@ -111,18 +112,26 @@ async def _store(request: Request, work: TrackletWork, records: list[TrackletRec
     )
 
 
-async def _read_batch(request: Request, max_tracklets: int) -> BatchEnrollRequest:
+async def _read_batch(request: Request, settings: Settings) -> BatchEnrollRequest:
     if media_type(request) != "application/json":
         raise ApiError(
             415, "unsupported_media_type", "POST /tracklets/batch takes application/json"
         )
     batch = await read_json(request, BatchEnrollRequest)
-    if len(batch.tracklets) > max_tracklets:
+    if len(batch.tracklets) > settings.max_batch_tracklets:
         raise ApiError(
             413,
             "too_many_tracklets",
             f"the batch has {len(batch.tracklets)} tracklets, more than the limit of "
-            f"{max_tracklets} (REID_MAX_BATCH_TRACKLETS): split it",
+            f"{settings.max_batch_tracklets} (REID_MAX_BATCH_TRACKLETS): split it",
+        )
+    frames = sum(len(item.frames) for item in batch.tracklets)
+    if frames > settings.max_batch_frames:
+        raise ApiError(
+            413,
+            "too_many_frames",
+            f"the batch has {frames} frames in all, more than the limit of "
+            f"{settings.max_batch_frames} (REID_MAX_BATCH_FRAMES): split it",
         )
     return batch
 
@@ -139,7 +148,7 @@ async def enroll_batch(
     request: Request, settings: SettingsDep, work: WorkDep
 ) -> BatchEnrollResponse:
     """JSON only. Every tracklet is enrolled, or (on any error) none is."""
-    batch = await _read_batch(request, settings.max_batch_tracklets)
+    batch = await _read_batch(request, settings)
     for index, item in enumerate(batch.tracklets):
         try:
             check_metadata(item.metadata, settings.max_metadata_bytes)
