@@ -37,8 +37,14 @@ class AttackResult:
     requests: int
     statuses: dict[str, int]  # status (or exception name) -> count
     server_errors: int  # 5xx answers other than 503 (admission's), and dropped connections
-    idle_mib: float
-    peak_over_idle_mib: float
+    baseline_mib: float  # the server's resident size before the first attack
+    idle_mib: float  # just before this attack (a process keeps some of what it used)
+    peak_mib: float  # the highest resident size during this attack
+
+    @property
+    def over_baseline_mib(self) -> float:
+        return self.peak_mib - self.baseline_mib
+
     honest_ok: int
     honest_total: int
     honest_max_s: float
@@ -134,7 +140,11 @@ def _send_all(url: str, hostile: Hostile, concurrency: int, rounds: int) -> list
 
 
 def attack(
-    server: ServiceProcess, hostile: Hostile, concurrency: int = 8, rounds: int = 1
+    server: ServiceProcess,
+    hostile: Hostile,
+    baseline_kib: int,
+    concurrency: int = 8,
+    rounds: int = 1,
 ) -> AttackResult:
     """``concurrency`` clients send ``hostile`` ``rounds`` times each; an honest client too."""
     assert server.process is not None
@@ -159,8 +169,9 @@ def attack(
         requests=len(sent),
         statuses=dict(sorted(statuses.items())),
         server_errors=sum(n for s, n in statuses.items() if _server_error(s)),
+        baseline_mib=round(baseline_kib / 1024, 1),
         idle_mib=round(idle / 1024, 1),
-        peak_over_idle_mib=round((peak - idle) / 1024, 1),
+        peak_mib=round(peak / 1024, 1),
         honest_ok=sum(ok for ok, _ in honest),
         honest_total=len(honest),
         honest_max_s=round(max((s for _, s in honest), default=0.0), 2),
@@ -169,15 +180,18 @@ def attack(
 
 
 def markdown(results: list[AttackResult]) -> str:
+    baseline = results[0].baseline_mib if results else 0.0
     lines = [
-        "| attack (8 clients at once) | answers | peak memory over idle | honest requests ok "
+        "| attack (8 clients at once) | answers | peak resident memory: over the fresh "
+        f"server's {baseline:.0f} MiB (total; idle just before) | honest requests ok "
         "| slowest honest |",
         "|---|---|---|---|---|",
     ]
     for r in results:
         answers = ", ".join(f"{n} x {s}" for s, n in r.statuses.items())
         lines.append(
-            f"| {r.name} | {answers} | {r.peak_over_idle_mib:.0f} MiB (idle {r.idle_mib:.0f}) "
+            f"| {r.name} | {answers} | {r.over_baseline_mib:.0f} MiB ({r.peak_mib:.0f}; "
+            f"{r.idle_mib:.0f}) "
             f"| {r.honest_ok}/{r.honest_total} | {r.honest_max_s:.1f} s |"
         )
     return "\n".join(lines)
@@ -196,7 +210,9 @@ def run(
     with tempfile.TemporaryDirectory(prefix="reid-attack-") as tmp:
         server = ServiceProcess(model, Path(tmp) / "data", env)
         with server:
-            return [attack(server, h, concurrency, rounds) for h in attacks]
+            assert server.process is not None
+            baseline = memory_kib(server.process.pid, "VmRSS")
+            return [attack(server, h, baseline, concurrency, rounds) for h in attacks]
 
 
 def _setting(text: str) -> tuple[str, str]:

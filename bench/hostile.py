@@ -349,6 +349,18 @@ def _text_pages_and_frames() -> list[Hostile]:
     ]
 
 
+def every_budget_query(frames: int = 255) -> bytes:
+    """A JSON query just under the default REID_MAX_REQUEST_BYTES that fills every budget at
+    once: 255 noisy 256 x 256 PNGs are 67 MB of base64, 16.7 MiP and 255 frames."""
+    rng = np.random.default_rng(0)
+    encoded = []
+    for _ in range(frames):
+        ok, data = cv2.imencode(".png", rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))
+        assert ok
+        encoded.append(b64(data.tobytes()))
+    return json.dumps({"frames": encoded}).encode()
+
+
 def malformed_corpus() -> list[Hostile]:
     """The inputs that gave a 500, or were wrongly accepted, before issue 18."""
     return [*_times_and_numbers(), *_json_values(), *_text_pages_and_frames()]
@@ -366,6 +378,7 @@ def heavy_corpus(scale: float = 1.0, solid_fitting: int = 8) -> list[Hostile]:
     many = many_entry_zip(entries)
     lying = png_with_data(10, 10, png_bytes)
     batch = tiny_frame_batch(max(4, int(256 * scale)), max(16, int(256 * scale)))
+    every_budget = every_budget_query(max(4, int(255 * scale)))
     # The default REID_MAX_BATCH_FRAMES (16,384): a valid batch, costly to embed.
     fitting_batch = tiny_frame_batch(max(4, int(64 * scale)), max(16, int(256 * scale)))
 
@@ -401,6 +414,14 @@ def heavy_corpus(scale: float = 1.0, solid_fitting: int = 8) -> list[Hostile]:
             lambda c: c.post("/query", files=frames([lying])),
             frozenset({400}),
             "corrupt_image",
+            True,
+        ),
+        Hostile(
+            f"JSON query filling every budget ({len(every_budget) / 1e6:.0f} MB of noisy PNGs, "
+            "valid)",
+            lambda c: c.post("/query", content=every_budget, headers=json_headers),
+            frozenset({200, 503}),
+            None,
             True,
         ),
         Hostile(

@@ -15,7 +15,7 @@ import uvicorn
 from service.api import SERVICE_VERSION, create_app
 from service.backends import get_backend
 from service.logging_setup import configure_logging
-from service.process_memory import limit_malloc_arenas
+from service.process_memory import tune_malloc
 from service.settings import (
     Settings,
     SettingsInvalid,
@@ -35,7 +35,8 @@ def entry_settings(program: str, **overrides: Any) -> Settings:
     except SettingsInvalid as exc:
         raise SystemExit("\n".join(f"{program}: error: {line}" for line in exc.lines)) from None
     configure_logging(settings.log_level, settings.log_format)
-    limit_malloc_arenas(settings.malloc_arenas)
+    if settings.malloc_tuning:
+        tune_malloc()
     missing = get_backend(settings.gallery_backend).missing()
     if missing is not None:
         raise SystemExit(f"{program}: error: {missing}")

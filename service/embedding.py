@@ -86,10 +86,15 @@ def _unpack(source: FrameSource, limits: FrameLimits) -> CheckedTracklet:
 
 
 async def unpack(source: FrameSource, work: TrackletWork) -> CheckedTracklet:
-    """Encoded frames with checked headers, in a worker thread."""
-    return await anyio.to_thread.run_sync(
+    """Encoded frames with checked headers, in a worker thread. Base64 frames are removed from
+    ``source`` once decoded: the parsed body would otherwise keep a second copy of every frame
+    while they are decoded and preprocessed."""
+    checked = await anyio.to_thread.run_sync(
         _unpack, source, work.limits, limiter=work.runtime.decode_limiter
     )
+    if isinstance(source, list) and source and isinstance(source[0], str):
+        source.clear()
+    return checked
 
 
 def _check_all(sources: list[FrameSource], limits: FrameLimits) -> None:
@@ -113,12 +118,15 @@ def _decode_and_prepare(
     tracklet: CheckedTracklet, spec: InputSpec, deadline: Deadline
 ) -> tuple[np.ndarray, float, float]:
     """Runs in a worker thread: images -> the network's input (as ``spec``, the served
-    model's, says); returns it with the decode and preprocess milliseconds."""
+    model's, says); returns it with the decode and preprocess milliseconds. Empties
+    ``tracklet.frames``."""
     start = time.perf_counter()
     images = []
-    for frame in tracklet.frames:
+    # Each frame's encoded bytes are dropped once it is decoded (``tracklet`` is used once).
+    tracklet.frames.reverse()
+    while tracklet.frames:
         deadline.check("while decoding its frames")
-        images.append(decode_checked(frame))
+        images.append(decode_checked(tracklet.frames.pop()))
     decoded = time.perf_counter()
     deadline.check("before preprocessing its frames")
     try:

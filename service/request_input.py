@@ -43,8 +43,12 @@ def media_type(request: Request) -> str:
 
 async def read_json(request: Request, model: type[FieldsT]) -> FieldsT:
     """The body validated by ``model`` in strict mode: JSON has real booleans and numbers, so
-    ``"top_k": true`` is refused rather than taken as 1 (forms, all strings, stay lax)."""
-    body = await request.body()
+    ``"top_k": true`` is refused rather than taken as 1 (forms, all strings, stay lax). The body
+    is read without Starlette's cache (``request.body()`` keeps it for the request's life), so
+    its bytes are freed once parsed."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
     try:
         return model.model_validate_json(body, strict=True)
     except ValidationError as exc:

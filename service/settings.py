@@ -171,12 +171,10 @@ class Settings(BaseSettings):
     ort_intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose."
     )
-    malloc_arenas: int = Field(
-        2,
-        ge=0,
-        description="glibc malloc arenas; each thread's arena keeps its own peak, so fewer "
-        "arenas keep memory under concurrent requests close to what they use (0: glibc's "
-        "default, 8 per core).",
+    malloc_tuning: bool = Field(
+        True,
+        description="Cap glibc's malloc arenas at 2 and fix its mmap threshold at 128 KiB, so "
+        "that memory freed by a request goes back to the system (service/process_memory.py).",
     )
     use_cuda: bool = Field(
         True, description="Use CUDAExecutionProvider when ONNX Runtime offers it."

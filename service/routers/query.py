@@ -128,7 +128,9 @@ async def query(request: Request, settings: SettingsDep, work: WorkDep) -> Query
     runtime = work.runtime
     fields, source = await read_frames_input(request, QueryFields, QueryJson, work.limits)
     rerank = _rerank_of(fields, settings, runtime)
-    encoded = await embed_checked(await unpack(source, work), "query", work)
+    checked = await unpack(source, work)
+    del source  # unpacked: an archive's bytes need not outlive this point
+    encoded = await embed_checked(checked, "query", work)
     embedded = encoded.embedded
     work.deadline.check("before searching the gallery")
     search_start = time.perf_counter()

@@ -92,6 +92,7 @@ async def enroll(request: Request, settings: SettingsDep, work: WorkDep) -> Enro
     fields, source = await read_frames_input(request, TrackletFields, EnrollJson, work.limits)
     check_metadata(fields.metadata, settings.max_metadata_bytes)
     checked = await unpack(source, work)
+    del source  # unpacked: an archive's bytes need not outlive this point
     embedded = await embed_checked(checked, "enroll", work)
     record = _record(fields, embedded.embedded)
     await _store(request, work, [record])
