@@ -43,12 +43,14 @@ def _part_runner(name: str) -> Callable[[Context], PartResult]:
         from bench.http_load import run
     elif name == "training":
         from bench.training import run
+    elif name == "video":
+        from bench.video import run
     else:
         raise ValueError(f"unknown part {name!r}")
     return run
 
 
-PARTS = ("encoder", "preprocessing", "gallery", "http", "training")
+PARTS = ("encoder", "preprocessing", "gallery", "http", "training", "video")
 
 #: Modules the parts import that the base install lacks, and the extra that brings each.
 _EXTRA_OF = {
@@ -238,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gallery": "add/search/memory/disk/reopen per backend; exact vs HNSW vs IVF recall",
         "http": "enroll and query over HTTP with 1/8/32 clients, micro-batching on and off",
         "training": "pairs/s of the trainer for each variant",
+        "video": "video ingestion (decode + crop + preprocess + embed), 1280x720, 10 tracks",
     }
     for name, text in helps.items():
         sub.add_parser(name, parents=[common], help=text, description=text)

@@ -18,6 +18,7 @@ Hooks for later rows:
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
@@ -42,6 +43,7 @@ FEATURE_STEPS = 16  # per-step features stored per tracklet: a 16-frame tracklet
 BURST = 100  # "100 queries" rows
 BURST_THREADS = 4  # the service's thread pools call the gallery from a few threads
 FEATURE_POOL = 64  # distinct feature arrays cycled through (their values cost nothing)
+THUMBNAIL_POOL = 16  # distinct tracklets' thumbnails cycled through
 
 # ------------------------------------------------------------------------ the embeddings
 
@@ -161,14 +163,40 @@ def _features_pool(seed: int, dim: int) -> list[np.ndarray]:
     ]
 
 
+@functools.cache
+def thumbnail_pool(seed: int) -> list[list[Any]]:
+    """Thumbnails as the service keeps them by default (``REID_THUMBNAIL_COUNT`` of
+    ``REID_THUMBNAIL_MAX_SIDE`` pixels), of synthetic pedestrians' 16-frame tracklets: a
+    person's JPEGs, not noise's, set the disk figures."""
+    from service.settings import Settings
+    from service.thumbnails import ThumbnailConfig, make_thumbnails, shrink
+    from training.synthetic import synthesize_tracklet
+
+    defaults = Settings.model_fields
+    config = ThumbnailConfig(
+        count=defaults["thumbnail_count"].default, max_side=defaults["thumbnail_max_side"].default
+    )
+    rng = np.random.default_rng((seed, 0x7B))
+    pool = []
+    for person in range(THUMBNAIL_POOL):
+        frames = synthesize_tracklet(9000 + person, 2, FEATURE_STEPS, seed=seed)
+        attention = rng.dirichlet(np.ones(FEATURE_STEPS)).astype(np.float32)
+        pool.append(
+            make_thumbnails([shrink(f, config.max_side) for f in frames], attention, config)
+        )
+    return pool
+
+
 def make_records(
     embeddings: np.ndarray, identities: np.ndarray, start: int, seed: int
 ) -> list[Any]:
     """Gallery records for rows ``start ..`` of the set: ids, identity names, four cameras,
-    one-second-apart start times and 16 steps of features (stored as float16 by the backends)."""
+    one-second-apart start times, 16 steps of features (stored as float16 by the backends) and
+    the thumbnails the service keeps by default."""
     from service.gallery import TrackletRecord
 
     features = _features_pool(seed, embeddings.shape[1])
+    thumbnails = thumbnail_pool(seed)
     attention = np.full(FEATURE_STEPS, 1.0 / FEATURE_STEPS, np.float32)
     base = datetime(2026, 1, 1, tzinfo=UTC)
     return [
@@ -181,6 +209,7 @@ def make_records(
             camera=f"cam{(start + i) % 4 + 1}",
             start_time=base + timedelta(seconds=start + i),
             end_time=base + timedelta(seconds=start + i + 2),
+            thumbnails=thumbnails[(start + i) % THUMBNAIL_POOL],
         )
         for i, (embedding, identity) in enumerate(zip(embeddings, identities, strict=True))
     ]

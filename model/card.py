@@ -21,6 +21,8 @@ from typing import Any
 from model.preprocessing import PAPER_INPUT, InputSpec
 
 CARD_FORMAT = "astpn-model-card/1"
+#: ONNX opset of exported graphs (recorded in each card's ``opset``).
+DEFAULT_OPSET = 18
 INPUT_NAME = "frames"
 INPUT_LAYOUT = "BTCHW"
 OUTPUT_NAMES = (

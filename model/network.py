@@ -30,13 +30,8 @@ from torch._higher_order_ops.scan import scan
 from torch.nn import functional as F
 
 from model.backbones import build_backbone
+from model.choices import ATTENTION_VARIANTS, SPP_VARIANTS, VARIANTS
 from model.preprocessing import CHANNELS, PAPER_INPUT, InputSpec
-
-VARIANTS = ("rnncnn", "aspn", "atpn", "astpn")
-#: Variants whose temporal pooling is the joint attention of eq. 3-5 (the others average).
-ATTENTION_VARIANTS = ("atpn", "astpn")
-#: Variants whose CNN ends in spatial pyramid pooling (the others in a 2 x 2 max-pool).
-SPP_VARIANTS = ("aspn", "astpn")
 
 INPUT_CHANNELS = len(CHANNELS)
 INPUT_SIZE = PAPER_INPUT.crop_size  # (H, W) of the paper's input
@@ -296,6 +291,8 @@ class ASTPN(nn.Module):
             frames = frames[real]
         if self.input_mean is not None:
             frames = (frames - self.input_mean) * self.input_scale
+        if self.training and self.conv.channels_last:
+            frames = frames.contiguous(memory_format=torch.channels_last)
         u = self.input_layer(self.feature_dropout(self.spatial(self.conv(frames))))
         if real is not None:
             u = u.new_zeros(b * t, self.feature_dim).index_put((real,), u)

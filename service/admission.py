@@ -209,12 +209,16 @@ class AdmissionMiddleware:
         max_body_bytes: int,
         timeout_s: float,
         metrics: ServiceMetrics,
+        streamed_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.admission = admission
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
         self.metrics = metrics
+        # Uploads written to disk as they arrive (videos): no body held in memory to budget,
+        # and a gigabyte may take longer than a request's deadline to arrive.
+        self.streamed_paths = streamed_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -222,6 +226,9 @@ class AdmissionMiddleware:
             return
         deadline = Deadline.start(self.timeout_s)
         scope.setdefault("state", {})["deadline"] = deadline
+        if scope.get("path") in self.streamed_paths:
+            await self.app(scope, receive, send)
+            return
         timed_receive = _receive_until(receive, deadline)
         size = _body_size(scope, self.max_body_bytes)
         if size == 0:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.admission import Admission, AdmissionMiddleware
 from service.encoder import ModelLoadError
@@ -24,7 +25,7 @@ from service.limits import BodySizeLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.openapi import install_openapi
 from service.request_context import RequestContextMiddleware
-from service.routers import health, identities, query, tracklets
+from service.routers import health, identities, query, tracklets, ui, videos
 from service.runtime import StartupError, open_runtime
 from service.schemas import BatchEnrollRequest, EnrollJson, QueryJson
 from service.security import ApiKeys
@@ -64,7 +65,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> FastAPI:
     """The service, configured by ``settings``; the model and gallery open in its lifespan."""
-    app = FastAPI(
+    # FastAPIOffline serves /docs with Swagger UI's files from its own package instead of a
+    # CDN, so it works without internet. No /redoc: ReDoc's page fetches its logo from its
+    # vendor's CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
+        static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},
         title="ASTPN video person re-identification",
         version=SERVICE_VERSION,
         description="Enroll tracklets (sequences of person crops) and query who a tracklet "
@@ -88,17 +95,22 @@ def create_app(settings: Settings) -> FastAPI:
     # Starlette runs the last added middleware first. Outside in: the metrics (they see every
     # status, 413s and 503s included); the request id and the catch-all; the body-size cap (an
     # oversized body is refused before it waits for admission); admission and the deadline.
+    # Video uploads stream to disk and are worked on in jobs with their own limits.
+    path_limits = videos.body_limits(settings)
     app.add_middleware(
         AdmissionMiddleware,
         admission=admission,
         max_body_bytes=settings.max_request_bytes,
         timeout_s=settings.request_timeout_s,
         metrics=metrics,
+        streamed_paths=frozenset(path_limits),
     )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, path_limits=path_limits
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    for module in (tracklets, query, identities, health):
+    for module in (tracklets, query, videos, identities, health, ui):
         app.include_router(module.router)
     install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest], settings.auth_enabled)
     return app

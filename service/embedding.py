@@ -35,6 +35,7 @@ from service.frames import (
 from service.metrics import ServiceMetrics
 from service.runtime import Runtime
 from service.schemas import ApiError
+from service.thumbnails import shrink
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,16 @@ class EmbeddedTracklet:
     decode_ms: float  # unpacking and decoding
     preprocess_ms: float
     embed_ms: float
+    #: Every frame shrunk for thumbnails (enrolments that keep them), else None.
+    previews: list[np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    tracklet: np.ndarray  # float32 (T, 5, H, W), the network's input
+    decode_ms: float
+    preprocess_ms: float
+    previews: list[np.ndarray] | None
 
 
 def ms(seconds: float) -> float:
@@ -115,10 +126,10 @@ async def check_all(sources: list[FrameSource], work: TrackletWork) -> None:
 
 
 def _decode_and_prepare(
-    tracklet: CheckedTracklet, spec: InputSpec, deadline: Deadline
-) -> tuple[np.ndarray, float, float]:
+    tracklet: CheckedTracklet, spec: InputSpec, deadline: Deadline, preview_side: int | None
+) -> _Prepared:
     """Runs in a worker thread: images -> the network's input (as ``spec``, the served
-    model's, says); returns it with the decode and preprocess milliseconds. Empties
+    model's, says), and copies shrunk to ``preview_side`` when thumbnails are kept. Empties
     ``tracklet.frames``."""
     start = time.perf_counter()
     images = []
@@ -138,37 +149,46 @@ def _decode_and_prepare(
         raise ApiError(
             422, "unprocessable_frames", f"the frames could not be preprocessed: {exc}"
         ) from exc
-    return prepared, ms(decoded - start), ms(time.perf_counter() - decoded)
+    return _Prepared(
+        tracklet=prepared,
+        decode_ms=ms(decoded - start),
+        preprocess_ms=ms(time.perf_counter() - decoded),
+        previews=None if preview_side is None else [shrink(i, preview_side) for i in images],
+    )
 
 
 async def embed_checked(
-    tracklet: CheckedTracklet, role: str, work: TrackletWork
+    tracklet: CheckedTracklet, role: str, work: TrackletWork, preview_side: int | None = None
 ) -> EmbeddedTracklet:
-    """Decode, preprocess and embed a checked tracklet as ``role``, holding admission room
-    for its pixels and frames until the embedding exists."""
+    """Decode, preprocess and embed a checked tracklet as ``role`` (keeping previews of
+    ``preview_side`` for thumbnails when given), holding admission room for its pixels and
+    frames until the embedding exists."""
     pixels = sum(frame.pixels for frame in tracklet.frames)
     runtime = work.runtime
     async with work.admission.tracklet(pixels, len(tracklet.frames), work.deadline):
-        prepared, decode_ms, preprocess_ms = await anyio.to_thread.run_sync(
+        prepared = await anyio.to_thread.run_sync(
             _decode_and_prepare,
             tracklet,
             runtime.encoder.spec,
             work.deadline,
+            preview_side,
             limiter=runtime.decode_limiter,
         )
         work.deadline.check("before embedding its frames")
         embed_start = time.perf_counter()
-        embedded = await runtime.batcher.embed(prepared, role)
-        del prepared  # the room is given back below: the preprocessed frames must go with it
+        embedded = await runtime.batcher.embed(prepared.tracklet, role)
     work.metrics.count_embedded(role, embedded.features.shape[0])
     return EmbeddedTracklet(
         embedded=embedded,
-        decode_ms=round(tracklet.unpack_ms + decode_ms, 3),
-        preprocess_ms=preprocess_ms,
+        decode_ms=round(tracklet.unpack_ms + prepared.decode_ms, 3),
+        preprocess_ms=prepared.preprocess_ms,
         embed_ms=ms(time.perf_counter() - embed_start),
+        previews=prepared.previews,
     )
 
 
-async def embed_source(source: FrameSource, role: str, work: TrackletWork) -> EmbeddedTracklet:
+async def embed_source(
+    source: FrameSource, role: str, work: TrackletWork, preview_side: int | None = None
+) -> EmbeddedTracklet:
     """:func:`unpack` then :func:`embed_checked`: one request's frames to their embedding."""
-    return await embed_checked(await unpack(source, work), role, work)
+    return await embed_checked(await unpack(source, work), role, work, preview_side)

@@ -28,6 +28,7 @@ import numpy as np
 
 from service.faiss_store import (
     INSERT,
+    INSERT_THUMBNAIL,
     META_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -37,10 +38,14 @@ from service.faiss_store import (
     filter_clauses,
     from_row,
     is_filtering,
+    like_pattern,
     rows_for_ids,
+    thumbnail_rows,
+    thumbnails_by_row,
     to_row,
 )
 from service.gallery import (
+    MAX_THUMBNAILS,
     Gallery,
     GalleryError,
     GalleryModelMismatch,
@@ -49,6 +54,7 @@ from service.gallery import (
     ModelSignature,
     SearchFilters,
     StoredFeatures,
+    ThumbnailStats,
     TrackletExists,
     TrackletRecord,
     check_records,
@@ -204,9 +210,10 @@ class FaissGallery(Gallery):
             row_ids: list[int] = []
             try:
                 with self._transaction():
-                    for row in rows:
+                    for row, record in zip(rows, records, strict=True):
                         cursor = self._db.execute(INSERT, row)
                         row_ids.append(int(cursor.lastrowid or 0))
+                        self._db.executemany(INSERT_THUMBNAIL, thumbnail_rows(row_ids[-1], record))
             except sqlite3.IntegrityError as exc:
                 raise self._exists_error(records) from exc
             except sqlite3.Error as exc:
@@ -346,16 +353,23 @@ class FaissGallery(Gallery):
         return [from_row(row) for row in rows]
 
     def list_identities(
-        self, offset: int = 0, limit: int = 100
+        self, offset: int = 0, limit: int = 100, contains: str | None = None
     ) -> tuple[list[IdentitySummary], int]:
+        where, params = (
+            ("WHERE identity LIKE ? ESCAPE '\\' ", [like_pattern(contains)])
+            if contains
+            else ("", [])
+        )
         with self._lock:
-            total = self._db.execute("SELECT COUNT(DISTINCT identity) FROM tracklets").fetchone()[0]
+            total = self._db.execute(
+                f"SELECT COUNT(DISTINCT identity) FROM tracklets {where}", params
+            ).fetchone()[0]
             rows = self._db.execute(
                 "SELECT identity, COUNT(*), "
                 "json_group_array(DISTINCT camera) FILTER (WHERE camera IS NOT NULL), "
                 "MIN(COALESCE(start_us, end_us)), MAX(COALESCE(end_us, start_us)) "
-                "FROM tracklets GROUP BY identity ORDER BY identity LIMIT ? OFFSET ?",
-                (limit, offset),
+                f"FROM tracklets {where}GROUP BY identity ORDER BY identity LIMIT ? OFFSET ?",
+                [*params, limit, offset],
             ).fetchall()
         return [
             IdentitySummary(
@@ -372,6 +386,39 @@ class FaissGallery(Gallery):
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM tracklets").fetchone()[0])
 
+    def thumbnail_frames(self, tracklet_ids: Sequence[str]) -> dict[str, list[int]]:
+        ids = list(dict.fromkeys(tracklet_ids))
+        found: dict[str, list[int]] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for tracklet_id, frame_index in self._db.execute(
+                    "SELECT t.tracklet_id, th.frame_index FROM thumbnails th JOIN tracklets t "
+                    f"USING (row_id) WHERE t.tracklet_id IN ({', '.join('?' * len(chunk))}) "
+                    "ORDER BY th.row_id, th.position",
+                    chunk,
+                ):
+                    found.setdefault(tracklet_id, []).append(int(frame_index))
+        return found
+
+    def get_thumbnail(self, tracklet_id: str, position: int) -> bytes | None:
+        if not 0 <= position < MAX_THUMBNAILS:  # SQLite refuses integers past 64 bits
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT th.jpeg FROM thumbnails th JOIN tracklets t USING (row_id) "
+                "WHERE t.tracklet_id = ? AND th.position = ?",
+                (tracklet_id, position),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def thumbnail_stats(self) -> ThumbnailStats:
+        with self._lock:
+            count, total = self._db.execute(
+                "SELECT count, bytes FROM thumbnail_totals WHERE id = 1"
+            ).fetchone()
+        return ThumbnailStats(count=int(count), bytes=int(total))
+
     def iter_records(self, batch_size: int = 1000) -> Iterator[list[TrackletRecord]]:
         """Batches in enrolment order, paged by row id so the lock is held one batch at a time
         (concurrent adds and deletes stay possible during a long migration)."""
@@ -383,10 +430,14 @@ class FaissGallery(Gallery):
                     "WHERE row_id > ? ORDER BY row_id LIMIT ?",
                     (last, batch_size),
                 ).fetchall()
-            if not rows:
-                return
+                if not rows:
+                    return
+                thumbnails = thumbnails_by_row(self._db, rows[0][0], rows[-1][0])
             last = rows[-1][0]
-            yield [from_row(row[1:]) for row in rows]
+            records = [from_row(row[1:]) for row in rows]
+            for row, record in zip(rows, records, strict=True):
+                record.thumbnails = thumbnails.get(row[0], [])
+            yield records
 
     def close(self) -> None:
         with self._lock:

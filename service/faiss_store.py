@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from service.gallery import SearchFilters, TrackletRecord, from_epoch_us, to_epoch_us
+from service.gallery import (
+    SearchFilters,
+    Thumbnail,
+    TrackletRecord,
+    from_epoch_us,
+    to_epoch_us,
+)
 
 DB_NAME = "gallery.sqlite3"
 SCHEMA_VERSION = 1
@@ -38,6 +44,28 @@ CREATE TABLE IF NOT EXISTS tracklets (
 );
 CREATE INDEX IF NOT EXISTS tracklets_identity ON tracklets (identity);
 CREATE INDEX IF NOT EXISTS tracklets_camera ON tracklets (camera);
+-- Thumbnails came after schema version 1 and only add tables, so a gallery made before them
+-- opens unchanged (with none). Deleting a tracklet deletes its thumbnails (the cascade), and
+-- the triggers keep their totals, so /readyz never scans the table.
+CREATE TABLE IF NOT EXISTS thumbnails (
+    row_id INTEGER NOT NULL REFERENCES tracklets (row_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    frame_index INTEGER NOT NULL,
+    jpeg BLOB NOT NULL,
+    PRIMARY KEY (row_id, position)
+);
+CREATE TABLE IF NOT EXISTS thumbnail_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO thumbnail_totals (id, count, bytes) VALUES (1, 0, 0);
+CREATE TRIGGER IF NOT EXISTS thumbnail_added AFTER INSERT ON thumbnails BEGIN
+    UPDATE thumbnail_totals SET count = count + 1, bytes = bytes + length(NEW.jpeg) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS thumbnail_removed AFTER DELETE ON thumbnails BEGIN
+    UPDATE thumbnail_totals SET count = count - 1, bytes = bytes - length(OLD.jpeg) WHERE id = 1;
+END;
 """
 
 # Columns of a record read without its features.
@@ -51,6 +79,9 @@ INSERT = (
     "INSERT INTO tracklets (tracklet_id, identity, camera, start_us, end_us, created_us, "
     "metadata, num_frames, feature_dim, embedding, features, attention) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_THUMBNAIL = (
+    "INSERT INTO thumbnails (row_id, position, frame_index, jpeg) VALUES (?, ?, ?, ?)"
 )
 #: Ids per ``IN (...)`` query, well under SQLite's limit on parameters.
 ID_CHUNK = 500
@@ -80,6 +111,31 @@ def filter_clauses(filters: SearchFilters) -> tuple[list[str], list[Any]]:
         clauses.append("COALESCE(start_us, end_us) <= ?")
         params.append(to_epoch_us(filters.end_before))
     return clauses, params
+
+
+def like_pattern(text: str) -> str:
+    """A ``LIKE ... ESCAPE '\\'`` pattern matching names that contain ``text`` literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def thumbnail_rows(row_id: int, record: TrackletRecord) -> list[tuple[int, int, int, bytes]]:
+    return [
+        (row_id, position, thumbnail.frame_index, thumbnail.jpeg)
+        for position, thumbnail in enumerate(record.thumbnails)
+    ]
+
+
+def thumbnails_by_row(db: sqlite3.Connection, first: int, last: int) -> dict[int, list[Thumbnail]]:
+    """The thumbnails of rows ``first..last`` (inclusive), in stored order."""
+    found: dict[int, list[Thumbnail]] = {}
+    for row_id, frame_index, jpeg in db.execute(
+        "SELECT row_id, frame_index, jpeg FROM thumbnails WHERE row_id BETWEEN ? AND ? "
+        "ORDER BY row_id, position",
+        (first, last),
+    ):
+        found.setdefault(row_id, []).append(Thumbnail(int(frame_index), bytes(jpeg)))
+    return found
 
 
 def is_filtering(filters: SearchFilters | None) -> bool:

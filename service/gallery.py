@@ -22,6 +22,12 @@ Contract every backend keeps (tests/test_gallery_contract.py runs the same suite
 * The gallery records the model version and embedding size it was built with; opening it with a
   different model raises :class:`GalleryModelMismatch`.
 * Deleting removes the vectors from the index: a deleted tracklet is never returned again.
+* Thumbnails (small JPEGs of a few frames, :class:`Thumbnail`) are part of their record: ``add``
+  stores them in the same atomic write, deleting a tracklet or identity deletes them, and
+  ``iter_records`` carries them (a migration copies them). Other reads leave them out; read them
+  with ``thumbnail_frames`` and ``get_thumbnail``, and count them with ``thumbnail_stats``.
+* ``list_identities(..., contains=name)`` keeps the identities whose name contains ``name``,
+  ASCII letters compared case-insensitively (SQLite's ``LIKE``), other characters exactly.
 * All methods are thread-safe.
 
 Times: naive datetimes are taken as UTC; backends store epoch microseconds and return aware UTC
@@ -62,6 +68,30 @@ class ModelSignature:
     embedding_size: int
 
 
+#: Most thumbnails one tracklet may carry, and the largest JPEG: what every backend can hold in
+#: one row (a Milvus VARCHAR element holds 65535 base64 characters, 49149 bytes).
+MAX_THUMBNAILS = 16
+MAX_THUMBNAIL_BYTES = 49149
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A small JPEG of one uploaded frame of a tracklet, kept to show what was enrolled."""
+
+    frame_index: int  # 0-based index of the uploaded frame it shows
+    jpeg: bytes
+
+
+@dataclass(frozen=True)
+class ThumbnailStats:
+    """What the gallery's thumbnails amount to."""
+
+    count: int
+    #: Their JPEG bytes, or None where the backend cannot total them without reading every row
+    #: (Milvus has no sum).
+    bytes: int | None
+
+
 @dataclass
 class TrackletRecord:
     """One enrolled tracklet."""
@@ -76,6 +106,7 @@ class TrackletRecord:
     end_time: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+    thumbnails: list[Thumbnail] = field(default_factory=list)  # in stored order
 
     @property
     def num_frames(self) -> int:
@@ -164,9 +195,22 @@ class Gallery(abc.ABC):
 
     @abc.abstractmethod
     def list_identities(
-        self, offset: int = 0, limit: int = 100
+        self, offset: int = 0, limit: int = 100, contains: str | None = None
     ) -> tuple[list[IdentitySummary], int]:
-        """A page of identities sorted by name, and the total number of identities."""
+        """A page of identities sorted by name, and the total number of identities (those whose
+        name contains ``contains``, when given)."""
+
+    @abc.abstractmethod
+    def thumbnail_frames(self, tracklet_ids: Sequence[str]) -> dict[str, list[int]]:
+        """The frame index of each stored thumbnail of these tracklets, in stored order (a
+        thumbnail's position in its list is its number); tracklets without any are left out."""
+
+    @abc.abstractmethod
+    def get_thumbnail(self, tracklet_id: str, position: int) -> bytes | None:
+        """The JPEG of thumbnail number ``position`` of the tracklet; None when there is none."""
+
+    @abc.abstractmethod
+    def thumbnail_stats(self) -> ThumbnailStats: ...
 
     @abc.abstractmethod
     def get_identity(self, identity: str) -> list[TrackletRecord]:
@@ -212,6 +256,15 @@ def from_epoch_us(value: int | None) -> datetime | None:
     if value is None:
         return None
     return _EPOCH + timedelta(microseconds=int(value))
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def name_contains(name: str, text: str) -> bool:
+    """The ``contains`` rule of ``list_identities``: ASCII letters case-insensitively, as
+    SQLite's ``LIKE`` compares them, every other character exactly."""
+    return text.translate(_ASCII_LOWER) in name.translate(_ASCII_LOWER)
 
 
 def query_vector(embedding: np.ndarray, signature: ModelSignature) -> np.ndarray:
@@ -265,3 +318,21 @@ def check_records(records: Sequence[TrackletRecord], signature: ModelSignature) 
                 raise ValueError(f"{name}: {part} has non-finite values")
         if not np.all(np.isfinite(features.astype(np.float16))):
             raise ValueError(f"{name}: features are not finite in float16 (stored as float16)")
+        check_thumbnails(record)
+
+
+def check_thumbnails(record: TrackletRecord) -> None:
+    """Refuse thumbnails a backend must not store: too many, too large, not JPEG, or showing a
+    frame the tracklet does not have."""
+    name = f"tracklet {record.tracklet_id!r}"
+    if len(record.thumbnails) > MAX_THUMBNAILS:
+        raise ValueError(f"{name}: {len(record.thumbnails)} thumbnails; at most {MAX_THUMBNAILS}")
+    for position, thumbnail in enumerate(record.thumbnails):
+        where = f"{name}: thumbnail {position}"
+        if not 0 <= thumbnail.frame_index < record.num_frames:
+            raise ValueError(
+                f"{where} shows frame {thumbnail.frame_index}; the tracklet has "
+                f"{record.num_frames} frames"
+            )
+        if not thumbnail.jpeg.startswith(b"\xff\xd8") or len(thumbnail.jpeg) > MAX_THUMBNAIL_BYTES:
+            raise ValueError(f"{where} must be a JPEG of at most {MAX_THUMBNAIL_BYTES} bytes")

@@ -78,6 +78,7 @@ def info(spec: Spec, as_json: bool = False) -> int:
     """Print what the gallery at ``spec`` is: backend, signature, size, index."""
     signature = _signature(spec)
     with _open(spec, signature) as gallery:
+        thumbnails = gallery.thumbnail_stats()
         details = {
             "backend": spec.backend,
             "location": spec.location,
@@ -85,6 +86,8 @@ def info(spec: Spec, as_json: bool = False) -> int:
             "embedding_size": signature.embedding_size,
             "tracklets": gallery.count(),
             "identities": gallery.list_identities(0, 0)[1],
+            "thumbnails": thumbnails.count,
+            "thumbnail_bytes": thumbnails.bytes,
             "index": gallery.index_description,
         }
     if as_json:

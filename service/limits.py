@@ -21,21 +21,33 @@ class _BodyTooLarge(Exception):
 class BodySizeLimitMiddleware:
     """Answer 413 as soon as a request body exceeds ``max_bytes``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        path_limits: dict[str, tuple[int, str]] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # path -> (bytes, the setting): routes that take larger bodies (videos)
+        self.path_limits = path_limits or {}
 
-    def _error_body(self, received: int | None) -> bytes:
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        return self.path_limits.get(
+            scope.get("path", ""), (self.max_bytes, "REID_MAX_REQUEST_BYTES")
+        )
+
+    def _error_body(self, received: int | None, limit: tuple[int, str]) -> bytes:
         seen = f"at least {received} bytes" if received is not None else "a larger body"
         message = (
-            f"request body is larger than the limit of {self.max_bytes} bytes "
-            f"(REID_MAX_REQUEST_BYTES); received {seen}: send fewer or smaller frames, "
+            f"request body is larger than the limit of {limit[0]} bytes "
+            f"({limit[1]}); received {seen}: send fewer or smaller frames, "
             "or split the request"
         )
         return json.dumps({"error": {"code": "request_too_large", "message": message}}).encode()
 
-    async def _reject(self, send: Send, received: int | None) -> None:
-        body = self._error_body(received)
+    async def _reject(self, send: Send, received: int | None, limit: tuple[int, str]) -> None:
+        body = self._error_body(received, limit)
         await send(
             {
                 "type": "http.response.start",
@@ -53,9 +65,11 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
+        max_bytes = limit[0]
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._reject(send, declared)
+        if declared is not None and declared > max_bytes:
+            await self._reject(send, declared, limit)
             return
 
         state: dict[str, Any] = {"received": 0, "exceeded": False, "started": False}
@@ -66,7 +80,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
-                if state["received"] > self.max_bytes:
+                if state["received"] > max_bytes:
                     state["exceeded"] = True
                     raise _BodyTooLarge
             return message
@@ -85,7 +99,7 @@ class BodySizeLimitMiddleware:
             if not state["exceeded"]:
                 raise
         if state["exceeded"] and not state["started"]:
-            await self._reject(send, state["received"])
+            await self._reject(send, state["received"], limit)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -30,6 +30,7 @@ the GIL, so serialising costs no parallelism).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -43,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from service.gallery import (
+    MAX_THUMBNAILS,
     Gallery,
     GalleryError,
     GalleryModelMismatch,
@@ -51,9 +53,11 @@ from service.gallery import (
     ModelSignature,
     SearchFilters,
     StoredFeatures,
+    ThumbnailStats,
     TrackletExists,
     TrackletRecord,
     check_records,
+    name_contains,
     query_vector,
 )
 from service.milvus_client import (
@@ -63,15 +67,17 @@ from service.milvus_client import (
     opened_client,
     redact,
 )
+from service.milvus_reads import ID_BATCH, CollectionReads
 from service.milvus_schema import (
     ALL_FIELDS,
     DEFAULT_COLLECTION,
     HNSW_MIN_EF,
     META_FIELDS,
     PROP_SCHEMA_VERSION,
-    SCHEMA_VERSION,
+    READABLE_SCHEMA_VERSIONS,
     SEARCH_FIELDS,
     SUMMARY_FIELDS,
+    THUMBNAIL_FIELDS,
     IdentityAggregate,
     and_,
     check_sizes,
@@ -94,8 +100,6 @@ log = logging.getLogger(__name__)
 MAX_SEARCH_LIMIT = 16384
 #: Keep one insert request far below gRPC and proxy message limits (64 MiB and up).
 MAX_INSERT_BYTES = 16 * 1024 * 1024
-#: Ids per ``get`` request (each becomes an ``in [...]`` expression).
-ID_BATCH = 500
 
 
 # ---------------------------------------------------------------------------------- gallery
@@ -136,12 +140,12 @@ class MilvusGallery(Gallery):
         self._lite_path = None if is_server_uri(self.uri) else lite_path(self.uri)
         self._write_lock = threading.RLock()
         self._read_lock: Any = self._write_lock if self._lite_path else contextlib.nullcontext()
-        self._paged_reads = self._lite_path is None
         self._closed = False
         if self._lite_path is not None:
             Path(self._lite_path).parent.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as opened:
             self._client = opened.enter_context(opened_client(self.uri))
+            self._reads = CollectionReads(self._client, collection, paged=self._lite_path is None)
             with milvus_errors(f"opening the gallery at {redact(self.uri)}"):
                 self._open_collection(index_type)
             # Opened: the client (and Milvus Lite's server) stay until close().
@@ -196,10 +200,18 @@ class MilvusGallery(Gallery):
                 "matching model, point REID_MILVUS_URI at a new gallery, or re-enroll the "
                 "tracklets with this model"
             )
-        if int(properties.get(PROP_SCHEMA_VERSION, "0")) != SCHEMA_VERSION:
+        version = int(properties.get(PROP_SCHEMA_VERSION, "0"))
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise GalleryError(
                 f"the Milvus {where} has schema version {properties.get(PROP_SCHEMA_VERSION)}; "
-                f"this code reads version {SCHEMA_VERSION}"
+                f"this code reads versions {READABLE_SCHEMA_VERSIONS}"
+            )
+        self._thumbnails = version >= 2
+        if not self._thumbnails:
+            log.warning(
+                "the Milvus %s predates thumbnails (schema version 1): enrolments keep none. "
+                "`reid-gallery migrate` it into a new collection to keep them",
+                where,
             )
         # A server keeps collections loaded across restarts; Milvus Lite opens them released.
         self._client.load_collection(self.collection)
@@ -230,7 +242,7 @@ class MilvusGallery(Gallery):
             check_sizes(record)
         if not records:
             return
-        rows = [to_row(record) for record in records]
+        rows = [to_row(record, with_thumbnails=self._thumbnails) for record in records]
         ids = [record.tracklet_id for record in records]
         with self._write_lock:
             with milvus_errors(f"checking {len(ids)} tracklet ids"):
@@ -276,7 +288,7 @@ class MilvusGallery(Gallery):
             yield chunk
 
     def _existing(self, ids: Sequence[str]) -> list[str]:
-        return [row["tracklet_id"] for row in self._get(ids, ["tracklet_id"])]
+        return [row["tracklet_id"] for row in self._reads.get(ids, ["tracklet_id"])]
 
     def delete_tracklet(self, tracklet_id: str) -> bool:
         with self._write_lock, milvus_errors(f"deleting tracklet {tracklet_id!r}"):
@@ -287,7 +299,9 @@ class MilvusGallery(Gallery):
 
     def delete_identity(self, identity: str) -> int:
         with self._write_lock, milvus_errors(f"deleting identity {identity!r}"):
-            ids = [row["tracklet_id"] for row in self._scan(f"identity == {quote(identity)}", [])]
+            ids = [
+                row["tracklet_id"] for row in self._reads.scan(f"identity == {quote(identity)}", [])
+            ]
             for start in range(0, len(ids), ID_BATCH):
                 self._client.delete(self.collection, ids=ids[start : start + ID_BATCH])
             return len(ids)
@@ -371,74 +385,17 @@ class MilvusGallery(Gallery):
 
     # ----------------------------------------------------------------------------- reads
 
-    def _scan(
-        self, expression: str, fields: list[str], batch_size: int = 1000
-    ) -> Iterator[dict[str, Any]]:
-        """Every row matching ``expression``. A server caps one query's result window (16384
-        rows), so it is read through pymilvus's query iterator, in primary-key pages. Milvus
-        Lite answers a query without a limit whole, and lacks the timestamp service the iterator
-        asks it for (every call would log a server error), so it is read in one query."""
-        output_fields = ["tracklet_id", *fields]
-        if not self._paged_reads:
-            yield from self._client.query(
-                self.collection,
-                filter=expression,
-                output_fields=output_fields,
-                consistency_level="Strong",
-            )
-            return
-        for page in self._query_pages(expression, output_fields, batch_size):
-            yield from page
-
-    def _query_pages(
-        self, expression: str, fields: list[str], batch_size: int
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Pages of pymilvus's query iterator (a server caps one query's result window)."""
-        with milvus_errors("reading the gallery"):
-            iterator = self._client.query_iterator(
-                self.collection,
-                batch_size=batch_size,
-                filter=expression,
-                output_fields=fields,
-                consistency_level="Strong",
-            )
-        try:
-            while True:
-                with milvus_errors("reading the gallery"):
-                    page = iterator.next()
-                if not page:
-                    return
-                yield page
-        finally:
-            iterator.close()
-
-    def _get(
-        self, ids: Sequence[str], fields: list[str], batch: int = ID_BATCH
-    ) -> list[dict[str, Any]]:
-        """The rows of these ids (missing ones left out), ``batch`` ids per request."""
-        rows: list[dict[str, Any]] = []
-        for start in range(0, len(ids), batch):
-            rows.extend(
-                self._client.get(
-                    self.collection,
-                    ids=list(ids[start : start + batch]),
-                    output_fields=fields,
-                    consistency_level="Strong",
-                )
-            )
-        return rows
-
     def get_tracklet(self, tracklet_id: str, with_features: bool = False) -> TrackletRecord | None:
         fields = ALL_FIELDS if with_features else META_FIELDS
         with self._read_lock, milvus_errors(f"reading tracklet {tracklet_id!r}"):
-            rows = self._get([tracklet_id], fields)
+            rows = self._reads.get([tracklet_id], fields)
         return from_row(rows[0]) if rows else None
 
     def get_features(self, tracklet_ids: Sequence[str]) -> dict[str, StoredFeatures]:
         ids = list(dict.fromkeys(tracklet_ids))
         found: dict[str, StoredFeatures] = {}
         with self._read_lock, milvus_errors("reading features"):
-            rows = self._get(ids, ["tracklet_id", "feature_dim", "features", "num_frames"])
+            rows = self._reads.get(ids, ["tracklet_id", "feature_dim", "features", "num_frames"])
         for row in rows:
             features = from_blob(row["features"], "<f2")
             found[row["tracklet_id"]] = StoredFeatures(
@@ -449,7 +406,7 @@ class MilvusGallery(Gallery):
 
     def get_identity(self, identity: str) -> list[TrackletRecord]:
         with self._read_lock, milvus_errors(f"reading identity {identity!r}"):
-            rows = list(self._scan(f"identity == {quote(identity)}", META_FIELDS))
+            rows = list(self._reads.scan(f"identity == {quote(identity)}", META_FIELDS))
         records = [from_row(row) for row in rows]
         # Enrolment order, as the faiss backend answers.
         records.sort(
@@ -458,12 +415,14 @@ class MilvusGallery(Gallery):
         return records
 
     def list_identities(
-        self, offset: int = 0, limit: int = 100
+        self, offset: int = 0, limit: int = 100, contains: str | None = None
     ) -> tuple[list[IdentitySummary], int]:
         # Milvus has no GROUP BY: aggregate the four small scalar fields of every row here.
         summaries: dict[str, IdentityAggregate] = {}
         with self._read_lock, milvus_errors("listing identities"):
-            for row in self._scan("", SUMMARY_FIELDS):
+            for row in self._reads.scan("", SUMMARY_FIELDS):
+                if contains and not name_contains(row["identity"], contains):
+                    continue
                 summary = summaries.setdefault(row["identity"], IdentityAggregate())
                 summary.add(row)
         names = sorted(summaries)
@@ -472,29 +431,57 @@ class MilvusGallery(Gallery):
 
     def count(self) -> int:
         with self._read_lock, milvus_errors("counting tracklets"):
-            rows = self._client.query(
-                self.collection,
-                filter="",
-                output_fields=["count(*)"],
-                consistency_level="Strong",
-            )
-        return int(rows[0]["count(*)"])
+            return self._reads.count("")
+
+    def thumbnail_frames(self, tracklet_ids: Sequence[str]) -> dict[str, list[int]]:
+        if not self._thumbnails:
+            return {}
+        with self._read_lock, milvus_errors("reading thumbnails"):
+            rows = self._reads.get(list(dict.fromkeys(tracklet_ids)), ["thumbnail_frames"])
+        return {
+            r["tracklet_id"]: list(r["thumbnail_frames"]) for r in rows if r["thumbnail_frames"]
+        }
+
+    def get_thumbnail(self, tracklet_id: str, position: int) -> bytes | None:
+        if not self._thumbnails or position < 0:
+            return None
+        with self._read_lock, milvus_errors(f"reading the thumbnails of {tracklet_id!r}"):
+            rows = self._reads.get([tracklet_id], ["thumbnails"])
+        jpegs = rows[0]["thumbnails"] if rows else []
+        return base64.b64decode(jpegs[position]) if position < len(jpegs) else None
+
+    def thumbnail_stats(self) -> ThumbnailStats:
+        """Counted by thumbnails per row (count(*) is the only aggregate Milvus has, so the
+        bytes are not totalled)."""
+        if not self._thumbnails:
+            return ThumbnailStats(count=0, bytes=None)
+        count = 0
+        with self._read_lock, milvus_errors("counting thumbnails"):
+            remaining = self._reads.count("array_length(thumbnail_frames) > 0")
+            for length in range(1, MAX_THUMBNAILS + 1):
+                if not remaining:
+                    break
+                rows = self._reads.count(f"array_length(thumbnail_frames) == {length}")
+                count += length * rows
+                remaining -= rows
+        return ThumbnailStats(count=count, bytes=None)
 
     def iter_records(self, batch_size: int = 1000) -> Iterator[list[TrackletRecord]]:
         """Batches in primary-key order, the lock held one batch at a time so concurrent adds
         and deletes stay possible during a long migration."""
-        if not self._paged_reads:
+        fields = ALL_FIELDS + (THUMBNAIL_FIELDS if self._thumbnails else [])
+        if not self._reads.paged:
             # Ids first (small), then the records batch by batch.
             with self._read_lock, milvus_errors("reading the gallery"):
-                ids = sorted(row["tracklet_id"] for row in self._scan("", []))
+                ids = sorted(row["tracklet_id"] for row in self._reads.scan("", []))
             for start in range(0, len(ids), batch_size):
                 with self._read_lock, milvus_errors("reading the gallery"):
-                    rows = self._get(ids[start : start + batch_size], ALL_FIELDS, batch_size)
+                    rows = self._reads.get(ids[start : start + batch_size], fields, batch_size)
                 rows.sort(key=lambda row: row["tracklet_id"])
                 if rows:
                     yield [from_row(row) for row in rows]
             return
-        for page in self._query_pages("", ALL_FIELDS, batch_size):
+        for page in self._reads.pages("", fields, batch_size):
             yield [from_row(row) for row in page]
 
     def close(self) -> None:

@@ -18,7 +18,13 @@ feature_dim     INT32                                  F, the width of the per-s
 attention       ARRAY<VARCHAR(65535)>[64]              float32 (T,) little-endian, base64 chunks
 features        ARRAY<VARCHAR(65535)>[64]              float16 (T', F) little-endian, base64 chunks
 embedding       FLOAT_VECTOR(D), metric L2             the embedding searched
+thumbnail_frames ARRAY<INT32>[16]                      the frame each thumbnail shows (schema 2)
+thumbnails      ARRAY<VARCHAR(65535)>[16]              one base64 JPEG per element (schema 2)
 ==============  =====================================  =========================================
+
+Schema version 2 added the two thumbnail fields. Milvus Lite cannot add fields to a collection,
+so a version-1 collection opens as it is and keeps no thumbnails (the backend says so at start);
+``reid-gallery migrate`` into a new collection gives it the fields.
 
 Why the attention and features are base64 chunks: they have a different length for every
 tracklet, Milvus vectors have a fixed dimension, and neither Milvus Lite (it has no FLOAT16 or
@@ -43,16 +49,20 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from service.gallery import (
+    MAX_THUMBNAILS,
     IdentitySummary,
     ModelSignature,
     SearchFilters,
+    Thumbnail,
     TrackletRecord,
     from_epoch_us,
     to_epoch_us,
 )
 
 DEFAULT_COLLECTION = "reid_tracklets"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this code opens; version 1 lacks the thumbnail fields.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 #: Collection properties holding the signature.
 PROP_MODEL_VERSION = "astpn.model_version"
@@ -88,6 +98,7 @@ META_FIELDS = [
     "embedding",
 ]
 ALL_FIELDS = [*META_FIELDS, "features"]
+THUMBNAIL_FIELDS = ["thumbnail_frames", "thumbnails"]
 SEARCH_FIELDS = ["identity", "camera"]
 SUMMARY_FIELDS = ["identity", "camera", "start_us", "end_us"]
 
@@ -122,6 +133,16 @@ def create_collection(client: MilvusClient, collection: str, signature: ModelSig
             max_capacity=BLOB_MAX_CHUNKS,
         )
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=signature.embedding_size)
+    schema.add_field(
+        "thumbnail_frames", DataType.ARRAY, element_type=DataType.INT32, max_capacity=MAX_THUMBNAILS
+    )
+    schema.add_field(
+        "thumbnails",
+        DataType.ARRAY,
+        element_type=DataType.VARCHAR,
+        max_length=BLOB_MAX_LENGTH,
+        max_capacity=MAX_THUMBNAILS,
+    )
     client.create_collection(
         collection,
         schema=schema,
@@ -203,10 +224,12 @@ def check_sizes(record: TrackletRecord) -> None:
             )
 
 
-def to_row(record: TrackletRecord) -> dict[str, Any]:
+def to_row(record: TrackletRecord, with_thumbnails: bool = True) -> dict[str, Any]:
+    """The record as a row; ``with_thumbnails`` False for a version-1 collection."""
     features = np.asarray(record.features)
     created = record.created_at if record.created_at is not None else datetime.now(UTC)
-    return {
+    thumbnails = record.thumbnails if with_thumbnails else []
+    row = {
         "tracklet_id": record.tracklet_id,
         "identity": record.identity,
         "camera": record.camera,
@@ -222,11 +245,19 @@ def to_row(record: TrackletRecord) -> dict[str, Any]:
         "features": to_blob(features, "<f2"),
         "embedding": np.asarray(record.embedding, dtype=np.float32).tolist(),
     }
+    if with_thumbnails:
+        row["thumbnail_frames"] = [thumbnail.frame_index for thumbnail in thumbnails]
+        row["thumbnails"] = [base64.b64encode(t.jpeg).decode("ascii") for t in thumbnails]
+    return row
 
 
 def row_bytes(row: dict[str, Any]) -> int:
     """About the bytes a row takes in an insert request."""
-    blobs = sum(len(chunk) for chunk in row["attention"]) + sum(len(c) for c in row["features"])
+    blobs = sum(
+        len(chunk)
+        for field in ("attention", "features", "thumbnails")
+        for chunk in row.get(field, [])
+    )
     return blobs + 4 * len(row["embedding"]) + 256 + len(json.dumps(row["metadata"]))
 
 
@@ -248,6 +279,12 @@ def from_row(row: dict[str, Any]) -> TrackletRecord:
         end_time=from_epoch_us(row.get("end_us")),
         metadata=row.get("metadata") or {},
         created_at=from_epoch_us(row.get("created_us")),
+        thumbnails=[
+            Thumbnail(int(frame), base64.b64decode(jpeg))
+            for frame, jpeg in zip(
+                row.get("thumbnail_frames") or [], row.get("thumbnails") or [], strict=True
+            )
+        ],
     )
 
 

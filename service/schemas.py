@@ -276,6 +276,15 @@ class QueryResponse(BaseModel):
     timings: Timings
 
 
+class ThumbnailOut(BaseModel):
+    """One stored thumbnail of a tracklet (the JPEG itself is at ``url``)."""
+
+    position: int = Field(description="Its number among the tracklet's thumbnails, from 0.")
+    frame_index: int = Field(description="The uploaded frame it shows, from 0.")
+    attention: float = Field(description="That frame's attention weight at enrolment.")
+    url: str = Field(description="GET it (with the API key) for the JPEG.")
+
+
 class TrackletOut(BaseModel):
     tracklet_id: str
     identity: str
@@ -286,6 +295,9 @@ class TrackletOut(BaseModel):
     num_frames: int
     attention: list[float]
     created_at: datetime | None
+    thumbnails: list[ThumbnailOut] = Field(
+        default_factory=list, description="Empty when none were kept (REID_THUMBNAILS=false)."
+    )
 
 
 class IdentityOut(BaseModel):
@@ -332,9 +344,18 @@ class ModelInfo(BaseModel):
     rerank_default: int = Field(description="Candidates re-scored when a query does not say.")
 
 
+class ThumbnailInfo(BaseModel):
+    enabled: bool = Field(description="Whether enrolments keep thumbnails (REID_THUMBNAILS).")
+    count: int = Field(description="Thumbnails stored in the gallery.")
+    bytes: int | None = Field(
+        description="Their JPEG bytes; null on Milvus, which cannot total them cheaply."
+    )
+
+
 class GalleryInfo(BaseModel):
     backend: str
     count: int
+    thumbnails: ThumbnailInfo
 
 
 class Ready(BaseModel):

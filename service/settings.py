@@ -22,6 +22,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import model
 from service.backends import BACKENDS, DEFAULT_BACKEND, get_backend
+from service.gallery import MAX_THUMBNAILS
+from service.thumbnails import ThumbnailConfig
 
 MiB = 1024 * 1024
 
@@ -58,6 +60,23 @@ class Settings(BaseSettings):
     milvus_uri: str | None = Field(
         None,
         description="Milvus Lite file or http(s):// server URI; default data_dir/milvus.db.",
+    )
+
+    # -- thumbnails ----------------------------------------------------------------------------
+    thumbnails: bool = Field(
+        True,
+        description="Keep a few small JPEGs of each enrolled tracklet with the gallery (for /ui "
+        "and GET /tracklets/{id}/thumbnails/{n}); false stores no image.",
+    )
+    thumbnail_count: int = Field(
+        3,
+        ge=1,
+        le=MAX_THUMBNAILS,
+        description="Thumbnails per tracklet: the most attended frame, the first and the last, "
+        "then the next most attended.",
+    )
+    thumbnail_max_side: int = Field(
+        128, ge=16, le=256, description="Longest side of a thumbnail in pixels."
     )
 
     # -- security ------------------------------------------------------------------------------
@@ -153,6 +172,52 @@ class Settings(BaseSettings):
         "is late, 503 when the work is; nothing is stored either way).",
     )
 
+    # -- videos (POST /videos) -----------------------------------------------------------------
+    max_video_bytes: int = Field(
+        1024 * MiB,
+        gt=0,
+        description="Largest POST /videos body (video or frames, tracks file and fields); "
+        "other routes keep max_request_bytes.",
+    )
+    max_video_frames: int = Field(
+        108_000,
+        gt=0,
+        description="Longest video decoded, in frames (one hour at 30 frames/s): the last "
+        "frame a track may use.",
+    )
+    max_video_tracks: int = Field(500, gt=0, description="Most tracks in one tracks file.")
+    max_video_crops: int = Field(
+        16_384,
+        gt=0,
+        description="Most person crops cut from one video, all tracks together (each is held "
+        "as 128x64 RGB until its track is embedded: bounds a job's memory).",
+    )
+    max_tracks_file_bytes: int = Field(32 * MiB, gt=0, description="Largest MOT tracks file.")
+    video_min_track_frames: int = Field(
+        8,
+        gt=0,
+        description="Tracks with fewer boxes are dropped (and listed) unless a request says "
+        "otherwise.",
+    )
+    video_workers: int = Field(
+        1, gt=0, description="Video jobs decoded at the same time; the others wait in line."
+    )
+    max_video_jobs: int = Field(
+        8,
+        gt=0,
+        description="Most video jobs queued or running; more are refused with 503 and Retry-After.",
+    )
+    video_job_ttl_s: float = Field(
+        86_400.0, gt=0, description="How long a finished video job can still be fetched."
+    )
+
+    # -- idempotency ---------------------------------------------------------------------------
+    idempotency_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="How long an Idempotency-Key's first answer is kept for replay.",
+    )
+
     # -- inference -----------------------------------------------------------------------------
     batching: bool = Field(True, description="Micro-batch concurrent requests into one call.")
     batch_max_size: int = Field(32, gt=0, description="Most tracklets in one ONNX call.")
@@ -218,6 +283,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def thumbnail_config(self) -> ThumbnailConfig | None:
+        """What enrolments keep of their frames; None when REID_THUMBNAILS is off."""
+        if not self.thumbnails:
+            return None
+        return ThumbnailConfig(count=self.thumbnail_count, max_side=self.thumbnail_max_side)
 
     @property
     def auth_enabled(self) -> bool:

@@ -29,6 +29,7 @@ TABLES = (
     "The generated embeddings",
     "HTTP end to end",
     "Training speed",
+    "Video ingestion",
 )
 MACHINE_ROWS = ("CPU", "memory", "GPU", "OS", "Python", "packages", "date (UTC)", "command")
 

@@ -32,7 +32,7 @@ from model.card import (
 )
 from model.network import ASTPN
 from model.preprocessing import CHANNELS, CROP_SIZE, preprocessing_config
-from training import export as export_module
+from training import export_command as export_module
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.export import export_onnx, ragged_pair_example
 

@@ -11,7 +11,7 @@ from service_fixtures import requires_milvus
 from test_gallery_contract import SIGNATURE, T0, make_record, random_records
 
 from service.backends import open_gallery
-from service.gallery import ModelSignature, TrackletRecord
+from service.gallery import ModelSignature, Thumbnail, TrackletRecord
 from service.gallery_cli import main
 
 
@@ -22,6 +22,7 @@ def _records() -> list[TrackletRecord]:
     records[2].camera = None
     records[3].metadata = {"site": "nörth", "nested": {"list": [1, 2.5, None]}}
     records.append(make_record("long", "tall", np.ones(8), frames=40, steps=16, seed=3))
+    records[4].thumbnails = [Thumbnail(0, b"\xff\xd8first"), Thumbnail(3, b"\xff\xd8second")]
     return records
 
 
@@ -63,6 +64,7 @@ def test_migrate_round_trip_faiss_milvus_faiss(
                 record.metadata,
             )
             assert (copy.start_time, copy.end_time) == (record.start_time, record.end_time)
+            assert copy.thumbnails == record.thumbnails
         with open_gallery(backend, location, SIGNATURE) as gallery:
             found = gallery.search(query, 5)
         assert [m.tracklet_id for m in found] == [m.tracklet_id for m in expected]
@@ -72,6 +74,7 @@ def test_migrate_round_trip_faiss_milvus_faiss(
     assert main(["info", f"milvus:{lite}", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["tracklets"] == len(records) and shown["identities"] == 8
+    assert (shown["thumbnails"], shown["thumbnail_bytes"]) == (2, None)  # Milvus cannot sum
     assert (shown["model_version"], shown["embedding_size"]) == (SIGNATURE.version, 8)
     assert "FLAT" in shown["index"]
 

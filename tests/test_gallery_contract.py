@@ -631,7 +631,7 @@ def test_milvus_server_reads_page_through_the_query_iterator(shared_lite: str) -
             [r.tracklet_id for r in gallery.get_identity("id1")],
             {r.tracklet_id for batch in gallery.iter_records(7) for r in batch},
         )
-        gallery._paged_reads = True
+        gallery._reads.paged = True
         assert gallery.list_identities(0, 10) == whole[0]
         assert [r.tracklet_id for r in gallery.get_identity("id1")] == whole[1]
         paged = list(gallery.iter_records(7))

@@ -84,8 +84,9 @@ def test_flow_at_another_frame_size_is_the_paper_flow_resized() -> None:
     flow = preprocess_frames(frames, large)[:, FLOW_X:]
     assert flow.shape == (3, 2, 128, 96)
     assert flow[1:].any()  # the content moves: flow is measured between consecutive frames
-    small = np.stack([[cv2.resize(p, (48, 64), interpolation=cv2.INTER_AREA) for p in f]
-                      for f in flow])
+    small = np.stack(
+        [[cv2.resize(p, (48, 64), interpolation=cv2.INTER_AREA) for p in f] for f in flow]
+    )
     np.testing.assert_allclose(small, paper_flow, atol=0.05)
 
 
@@ -111,8 +112,8 @@ def test_imagenet_weights_load_by_name_with_zero_flow_inputs() -> None:
         stem = archive["features.0.0.weight"].astype(np.float32)
     state = backbone.state_dict()
     np.testing.assert_array_equal(state["features.5.conv.3.weight"].numpy(), expected)
-    np.testing.assert_array_equal(state["features.0.0.weight"][:, :3].numpy(), stem)
-    assert not state["features.0.0.weight"][:, 3:].any()
+    np.testing.assert_array_equal(state["features.0.colour.weight"].numpy(), stem)
+    assert not state["features.0.flow.weight"].any()
 
 
 def test_masked_frames_skip_the_cnn_and_leave_real_steps_unchanged() -> None:
@@ -191,12 +192,66 @@ def test_short_tracklets_make_clips_of_one_to_all_frames() -> None:
     sequence = np.random.default_rng(0).random((5, 5, 72, 36)).astype(np.float16)
     lengths = set()
     for seed in range(40):
-        clip, valid = make_clip(sequence, np.random.default_rng(seed), AugmentConfig.reid(), 8,
-                                RGB_SPEC)
+        clip, valid = make_clip(
+            sequence, np.random.default_rng(seed), AugmentConfig.reid(), 8, RGB_SPEC
+        )
         assert clip.shape == (8, 5, 64, 32) and not clip[valid:].any()
         assert clip[:valid, :3].min() >= 0.0 and clip[:valid, :3].max() <= 1.0
         lengths.add(valid)
     assert lengths == {1, 2, 3, 4, 5}
-    batch = build_clip_batch([0, 1], [sequence, sequence[:2]], [0, 1],
-                             np.random.default_rng(0), AugmentConfig.none(), 8, RGB_SPEC)
+    batch = build_clip_batch(
+        [0, 1],
+        [sequence, sequence[:2]],
+        [0, 1],
+        np.random.default_rng(0),
+        AugmentConfig.none(),
+        8,
+        RGB_SPEC,
+    )
     assert batch.clips.shape == (2, 5, 5, 64, 32) and batch.mask.sum(1).tolist() == [5, 2]
+
+
+def test_frozen_stages_keep_their_weights_and_statistics() -> None:
+    backbone = MobileNetV2()
+    backbone.freeze(4)
+    backbone.train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    out = backbone(torch.rand(4, 5, 64, 32).contiguous(memory_format=torch.channels_last) - 0.5)
+    out.sum().backward()
+    after = backbone.state_dict()
+    frozen_prefixes = ("features.0.colour", "features.0.bn", "features.3.")
+    frozen = [k for k in before if k.startswith(frozen_prefixes)]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert backbone.features[0].colour.weight.grad is None
+    # The flow part always learns: its ImageNet weights do not exist.
+    assert backbone.features[0].flow.weight.grad.abs().sum() > 0
+    assert backbone.features[4].conv[0].weight.grad is not None
+    assert not torch.equal(
+        before["features.5.conv.1.running_mean"], after["features.5.conv.1.running_mean"]
+    )
+
+
+def test_weights_only_checkpoint_initialises_a_run_with_other_persons(tmp_path: Path) -> None:
+    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.config import TrainConfig
+    from training.trainer import Trainer
+
+    root = _folder(tmp_path / "cams", 6)
+    torch.manual_seed(1)
+    source = ASTPN("astpn", num_identities=9, dropout=0.0)
+    path = save_checkpoint(tmp_path / "w.pt", source, weights_only=True)
+    loaded, state = load_checkpoint(path)
+    assert state["num_identities"] == 0 and loaded.classifier is None
+    assert state["state_dict"]["input_layer.weight"].dtype == torch.float16
+    config = TrainConfig(
+        train=(f"folder:{root}:num_splits=1",),
+        init_from=path,
+        validation="none",
+        max_iterations=0,
+        progress=False,
+        threads=1,
+    )
+    trainer = Trainer(config)
+    assert trainer.model.classifier.out_features == 3
+    expected = source.input_layer.weight.half().float()
+    torch.testing.assert_close(trainer.model.input_layer.weight, expected)

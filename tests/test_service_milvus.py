@@ -50,7 +50,11 @@ def _ids(matches: list[dict]) -> list[str]:
 def test_enroll_query_restart_delete_on_milvus(milvus_service: ServiceProcess) -> None:
     with milvus_service.client() as client:
         ready = client.get("/readyz").json()
-        assert ready["gallery"] == {"backend": "milvus", "count": 0}
+        assert ready["gallery"] == {
+            "backend": "milvus",
+            "count": 0,
+            "thumbnails": {"enabled": True, "count": 0, "bytes": None},
+        }
         alice = enroll(
             client,
             "alice",
@@ -105,6 +109,10 @@ def test_enroll_query_restart_delete_on_milvus(milvus_service: ServiceProcess) -
         identities = client.get("/identities").json()
         assert [i["identity"] for i in identities["items"]] == ["alice", "bob", "carol"]
         assert identities["items"][0]["cameras"] == ["gate", "hall"]
+        # Thumbnails live in the same Milvus rows: 3 per 6-frame tracklet.
+        thumbnail = client.get(stored["thumbnails"][0]["url"])
+        assert thumbnail.status_code == 200 and thumbnail.content.startswith(b"\xff\xd8")
+        assert client.get("/readyz").json()["gallery"]["thumbnails"]["count"] == 12
         before = everything
 
     milvus_service.stop()
@@ -116,6 +124,7 @@ def test_enroll_query_restart_delete_on_milvus(milvus_service: ServiceProcess) -
         assert _ids(after) == _ids(before)
         assert [m["distance"] for m in after] == pytest.approx([m["distance"] for m in before])
         assert client.get(f"/tracklets/{alice['tracklet_id']}").json()["identity"] == "alice"
+        assert client.get(stored["thumbnails"][0]["url"]).content == thumbnail.content
 
         deleted = client.delete(f"/tracklets/{alice['tracklet_id']}")
         assert deleted.status_code == 200 and deleted.json()["deleted"] is True
@@ -127,6 +136,8 @@ def test_enroll_query_restart_delete_on_milvus(milvus_service: ServiceProcess) -
         assert client.get("/identities/alice").status_code == 404
         assert "alice" not in {m["identity"] for m in query(client, 801)["matches"]}
         assert gallery_count(client) == 2
+        assert client.get(stored["thumbnails"][0]["url"]).status_code == 404
+        assert client.get("/readyz").json()["gallery"]["thumbnails"]["count"] == 6
         metrics = client.get("/metrics").text
         assert 'gallery_backend="milvus"' in metrics
 

@@ -141,6 +141,8 @@ def test_gallery_survives_a_restart(keyed_service: ServiceProcess) -> None:
         tracklet_id = enrolled.json()["tracklet_id"]
         count = client.get("/readyz").json()["gallery"]["count"]
         before = _query(client, WRITE_KEY).json()["matches"]
+        thumbnail = client.get(f"/tracklets/{tracklet_id}/thumbnails/0", headers=write)
+        assert thumbnail.status_code == 200
 
     keyed_service.stop()
     keyed_service.start()
@@ -150,6 +152,10 @@ def test_gallery_survives_a_restart(keyed_service: ServiceProcess) -> None:
         stored = client.get(f"/tracklets/{tracklet_id}", headers=write)
         assert stored.status_code == 200
         assert stored.json()["identity"] == "persistent"
+        # The thumbnails were acknowledged with the enrolment: they survive too.
+        url = stored.json()["thumbnails"][0]["url"]
+        assert client.get(url, headers=write).content == thumbnail.content
+        assert client.get(url).status_code == 401
         after = _query(client, WRITE_KEY).json()["matches"]
         assert [m["tracklet_id"] for m in after] == [m["tracklet_id"] for m in before]
         assert [m["distance"] for m in after] == pytest.approx([m["distance"] for m in before])

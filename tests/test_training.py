@@ -362,7 +362,7 @@ def test_cli_help_exits_zero(command, capsys):
 
 
 def test_rerank_reorders_the_top_k_and_keeps_the_rest_behind():
-    from training.evaluate import rerank_distances
+    from training.embedding import rerank_distances
 
     distmat = np.array([[0.1, 0.2, 0.3, 0.4, 0.05]])
     seen = {}

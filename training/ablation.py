@@ -183,11 +183,10 @@ def run_ablation(
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from model.network import VARIANTS
+    from model.choices import VARIANTS
 
     parser = subparsers.add_parser(
         "ablate",
-        help="train and test rnncnn/aspn/atpn/astpn on N splits, write the comparison table",
         description=(
             "Train every variant on splits 0..N-1 with the same settings and seeds, test the "
             "final model of each run, and write OUT/table.md (rank-1/5/10/20, mAP as mean ± std "
@@ -213,7 +212,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from model.network import VARIANTS
+    from model.choices import VARIANTS
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]

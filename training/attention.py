@@ -130,7 +130,6 @@ def plot_attention(
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "attention",
-        help="picture of the frames a model attends to in a tracklet (or a pair)",
         description=(
             "Run an exported model on a tracklet (a folder of frames, ordered by the numbers "
             "in their names) and draw its frames over their attention weights. With --gallery, "

@@ -44,22 +44,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: ASTPN, **extra: Any) -> Path:
-    """Save ``model`` and ``extra`` training state to ``path`` atomically; returns the path."""
+def save_checkpoint(
+    path: str | os.PathLike[str], model: ASTPN, *, weights_only: bool = False, **extra: Any
+) -> Path:
+    """Save ``model`` and ``extra`` training state to ``path`` atomically; returns the path.
+
+    ``weights_only`` writes what fine-tuning needs and nothing else: the network without its
+    identity classifier, in float16 (half the size; ``--init-from`` loads it into float32).
+    """
     clashes = sorted(set(extra) & set(MODEL_KEYS))
     if clashes:
         raise ValueError(f"{', '.join(clashes)} are reserved checkpoint keys (the model's own)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # On the CPU so a GPU-trained checkpoint opens anywhere without map_location tricks.
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if weights_only:
+        state = {
+            k: v.half() if v.is_floating_point() else v
+            for k, v in state.items()
+            if not k.startswith("classifier.")
+        }
     payload = {
         "variant": model.variant,
-        "num_identities": model.num_identities,
+        "num_identities": 0 if weights_only else model.num_identities,
         "feature_dim": model.feature_dim,
         "dropout": model.dropout_p,
         "backbone": model.backbone,
         "input_spec": model.input_spec.config(),
-        # On the CPU so a GPU-trained checkpoint opens anywhere without map_location tricks.
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
         **_plain(extra),
     }
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # same folder: rename is atomic

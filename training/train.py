@@ -31,7 +31,7 @@ import numpy as np
 
 from training.cli import add_common_arguments, add_settings, parse_key_values, settings_from
 from training.config import TrainConfig
-from training.evaluate import EmbedOptions
+from training.embedding import EmbedOptions
 from training.losses import pair_loss  # noqa: F401  (re-exported: part of the trainer's API)
 
 
@@ -79,7 +79,6 @@ def train_model(config: TrainConfig) -> TrainResult:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train one model (Siamese pairs, or identity batches with a triplet term)",
         description=(
             "Train ASTPN (or an ablation variant, or a MobileNetV2-backed ASTPN) on one "
             "dataset's split (--dataset/--root/--split) or on several datasets at once "

@@ -17,7 +17,8 @@ from model.network import ASTPN
 from training.augment import AugmentConfig
 from training.checkpoint import build_model_from, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
-from training.evaluate import evaluate_sequences, resolve_device, torch_embed_fn
+from training.embedding import torch_embed_fn
+from training.evaluate import evaluate_sequences, resolve_device
 from training.losses import batch_hard_triplet, identity_loss, pair_loss
 from training.sampling import (
     IdentitySampler,
@@ -128,12 +129,31 @@ class Trainer:
                 from training.pretrained import load_imagenet_weights
 
                 load_imagenet_weights(self.model.conv)
+            if config.init_from:
+                self._initialise_from(config.init_from)
+        self.model.conv.freeze(config.freeze_blocks)
         self.model.to(self.device)
+        if self.model.conv.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.optimiser = self._optimiser()
         if state:
             self.optimiser.load_state_dict(state["optimizer"])
             if "torch_rng" in state:
                 torch.set_rng_state(state["torch_rng"])
+
+    def _initialise_from(self, path: str | Path) -> None:
+        """Weights of another run (fine-tuning): same network and input, any persons."""
+        source, state = load_checkpoint(path)
+        ours = (self.config.variant, self.config.backbone, self.config.feature_dim, self.spec)
+        theirs = (source.variant, source.backbone, source.feature_dim, source.input_spec)
+        if ours != theirs:
+            raise ValueError(
+                f"--init-from {path} is a {theirs[1]} {theirs[0]} ({theirs[2]}-d, input "
+                f"{theirs[3]}); give this run the same --variant, --backbone, --feature-dim and "
+                "input options"
+            )
+        weights = {k: v for k, v in state["state_dict"].items() if not k.startswith("classifier.")}
+        self.model.load_state_dict(weights, strict=False)
 
     def _check_resumable(self, state: dict[str, Any]) -> None:
         config = self.config
@@ -152,7 +172,7 @@ class Trainer:
 
     def _optimiser(self) -> torch.optim.Optimizer:
         config = self.config
-        params = self.model.parameters()
+        params = [p for p in self.model.parameters() if p.requires_grad]
         if config.optimizer == "adam":
             return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         return torch.optim.SGD(
@@ -440,6 +460,8 @@ class Trainer:
         }
         out = Path(config.export)
         name = config.export_name or out.stem
-        model = model.to("cpu").eval()
+        model = model.to("cpu", memory_format=torch.contiguous_format).eval()
         export_onnx(model, out, name=name, version=config.export_version, training_info=info)
+        # The same weights for --init-from (fine-tuning on other cameras), beside the model.
+        save_checkpoint(out.with_suffix(".pt"), model, weights_only=True, card=out.stem)
         return out

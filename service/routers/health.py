@@ -7,7 +7,15 @@ import anyio.to_thread
 from fastapi import APIRouter, Response
 
 from service.dependencies import MetricsDep, RuntimeDep, SettingsDep
-from service.schemas import ApiError, ErrorResponse, GalleryInfo, Health, ModelInfo, Ready
+from service.schemas import (
+    ApiError,
+    ErrorResponse,
+    GalleryInfo,
+    Health,
+    ModelInfo,
+    Ready,
+    ThumbnailInfo,
+)
 
 router = APIRouter(tags=["operations"])
 
@@ -26,6 +34,7 @@ async def healthz() -> Health:
 async def readyz(runtime: RuntimeDep, settings: SettingsDep) -> Ready:
     try:
         count = await anyio.to_thread.run_sync(runtime.gallery.count)
+        thumbnails = await anyio.to_thread.run_sync(runtime.gallery.thumbnail_stats)
     except Exception as exc:
         raise ApiError(503, "gallery_unavailable", f"the gallery does not answer: {exc}") from exc
     encoder = runtime.encoder
@@ -42,7 +51,13 @@ async def readyz(runtime: RuntimeDep, settings: SettingsDep) -> Ready:
             pair_scorer=runtime.model.scorer is not None,
             rerank_default=runtime.model.rerank_default,
         ),
-        gallery=GalleryInfo(backend=settings.gallery_backend, count=count),
+        gallery=GalleryInfo(
+            backend=settings.gallery_backend,
+            count=count,
+            thumbnails=ThumbnailInfo(
+                enabled=settings.thumbnails, count=thumbnails.count, bytes=thumbnails.bytes
+            ),
+        ),
         batching=settings.batching,
     )
 

@@ -55,10 +55,21 @@ def _page(
     summary="List identities (paged, sorted by name)",
 )
 async def list_identities(
-    runtime: RuntimeDep, page: Annotated[Page, Depends(_page)]
+    runtime: RuntimeDep,
+    page: Annotated[Page, Depends(_page)],
+    contains: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=256,
+            description="Only identities whose name contains this (ASCII letters in any case).",
+        ),
+    ] = None,
 ) -> IdentityPage:
     gallery = runtime.gallery
-    items, total = await anyio.to_thread.run_sync(gallery.list_identities, page.offset, page.limit)
+    items, total = await anyio.to_thread.run_sync(
+        gallery.list_identities, page.offset, page.limit, contains
+    )
     return IdentityPage(
         items=[
             IdentityOut(
@@ -83,10 +94,16 @@ async def list_identities(
     summary="One identity and its tracklets",
 )
 async def get_identity(runtime: RuntimeDep, identity: str) -> IdentityDetail:
-    records = await anyio.to_thread.run_sync(runtime.gallery.get_identity, identity)
+    gallery = runtime.gallery
+    records = await anyio.to_thread.run_sync(gallery.get_identity, identity)
     if not records:
         raise ApiError(404, "identity_not_found", f"identity {identity!r} is not enrolled")
-    return IdentityDetail(identity=identity, tracklets=[tracklet_out(r) for r in records])
+    ids = [record.tracklet_id for record in records]
+    frames = await anyio.to_thread.run_sync(gallery.thumbnail_frames, ids)
+    return IdentityDetail(
+        identity=identity,
+        tracklets=[tracklet_out(r, frames.get(r.tracklet_id, [])) for r in records],
+    )
 
 
 @router.delete(

@@ -30,7 +30,7 @@ def score(distance: float) -> float:
     return 1.0 / (1.0 + max(distance, 0.0))
 
 
-def _rerank_of(fields: QueryFields, settings: Settings, runtime: Runtime) -> int:
+def rerank_of(fields: QueryFields, settings: Settings, runtime: Runtime) -> int:
     """How many candidates this query re-scores (0: none), or why it may not."""
     if fields.top_k > settings.max_top_k:
         raise ApiError(
@@ -56,7 +56,9 @@ def _rerank_of(fields: QueryFields, settings: Settings, runtime: Runtime) -> int
     return rerank
 
 
-def _search(runtime: Runtime, embedded: Embedded, fields: QueryFields, rerank: int) -> list[Match]:
+def search_matches(
+    runtime: Runtime, embedded: Embedded, fields: QueryFields, rerank: int
+) -> list[Match]:
     filters = SearchFilters(
         cameras=fields.cameras,
         exclude_cameras=fields.exclude_cameras,
@@ -74,7 +76,7 @@ def _search(runtime: Runtime, embedded: Embedded, fields: QueryFields, rerank: i
     )
 
 
-def _match_out(rank: int, match: Match | RescoredMatch, **rescored: Any) -> MatchOut:
+def match_out(rank: int, match: Match | RescoredMatch, **rescored: Any) -> MatchOut:
     distance = float(match.distance)
     return MatchOut(
         rank=rank,
@@ -87,7 +89,7 @@ def _match_out(rank: int, match: Match | RescoredMatch, **rescored: Any) -> Matc
     )
 
 
-def _rescored_matches(
+def rescored_matches(
     runtime: Runtime, embedded: Embedded, candidates: list[Match], fields: QueryFields
 ) -> list[MatchOut]:
     assert runtime.model.scorer is not None
@@ -102,7 +104,7 @@ def _rescored_matches(
         max_distance=fields.max_distance,
     )
     return [
-        _match_out(
+        match_out(
             rank,
             match,
             index_distance=match.index_distance,
@@ -127,21 +129,21 @@ async def query(request: Request, settings: SettingsDep, work: WorkDep) -> Query
     start = time.perf_counter()
     runtime = work.runtime
     fields, source = await read_frames_input(request, QueryFields, QueryJson, work.limits)
-    rerank = _rerank_of(fields, settings, runtime)
+    rerank = rerank_of(fields, settings, runtime)
     checked = await unpack(source, work)
     del source  # unpacked: an archive's bytes need not outlive this point
     encoded = await embed_checked(checked, "query", work)
     embedded = encoded.embedded
     work.deadline.check("before searching the gallery")
     search_start = time.perf_counter()
-    search = functools.partial(_search, runtime, embedded, fields, rerank)
+    search = functools.partial(search_matches, runtime, embedded, fields, rerank)
     matches = await anyio.to_thread.run_sync(search)
     rerank_start = time.perf_counter()
     if rerank:
-        answer = functools.partial(_rescored_matches, runtime, embedded, matches, fields)
+        answer = functools.partial(rescored_matches, runtime, embedded, matches, fields)
         out = await anyio.to_thread.run_sync(answer)
     else:
-        out = [_match_out(rank, match) for rank, match in enumerate(matches, start=1)]
+        out = [match_out(rank, match) for rank, match in enumerate(matches, start=1)]
     end = time.perf_counter()
     return QueryResponse(
         matches=out,

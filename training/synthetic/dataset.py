@@ -212,7 +212,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `synth` to `python -m training`."""
     parser = subparsers.add_parser(
         "synth",
-        help="render a synthetic pedestrian dataset in the i-LIDS-VID layout",
         description=(
             "Render synthetic walking pedestrians seen by two cameras, written exactly like "
             "i-LIDS-VID (sequences/cam{1,2}/personNNN/*.png, 128x64 RGB) with a train/test "
