@@ -32,6 +32,8 @@ def test_memory_stays_bounded_and_honest_requests_succeed_under_attack(
         results = [attack(server, hostile, baseline, concurrency=8) for hostile in attacks]
     for result, hostile in zip(results, attacks, strict=True):
         assert result.server_errors == 0, result
-        assert {s.split()[0] for s in result.statuses} <= {str(s) for s in hostile.statuses}
+        # Besides each attack's own answer, admission may tell any request to come back later.
+        allowed = {str(s) for s in hostile.statuses} | {"503"}
+        assert {s.split()[0] for s in result.statuses} <= allowed, result
         assert result.honest_total > 0 and result.honest_ok == result.honest_total, result
         assert result.over_baseline_mib < BOUND_MIB, result
