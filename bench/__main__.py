@@ -52,6 +52,25 @@ def _part_runner(name: str) -> Callable[[Context], PartResult]:
 
 PARTS = ("encoder", "preprocessing", "gallery", "http", "training", "video")
 
+#: Modules the parts import that the base install lacks, and the extra that brings each.
+_EXTRA_OF = {
+    "torch": "bench",
+    "onnx": "bench",
+    "onnxscript": "bench",
+    "scipy": "bench",
+    "matplotlib": "bench",
+    "locust": "bench",
+    "pymilvus": "bench",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """One line naming the extra to install, when ``exc`` is a module one of them brings."""
+    extra = _EXTRA_OF.get((exc.name or "").split(".")[0])
+    if extra is None:
+        return None
+    return f"no module named {exc.name!r}: install the {extra} extra: pip install -e '.[{extra}]'"
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -278,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 result = _part_runner(name)(context)
+            except ModuleNotFoundError as exc:
+                if (hint := missing_extra(exc)) is None:
+                    raise
+                print(f"python -m bench {name}: error: {hint}", file=sys.stderr)
+                return 1
             except Exception as exc:
                 # One broken part must not throw away the others' minutes of measurements:
                 # report it (in the report too) and fail at the end.

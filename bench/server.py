@@ -4,7 +4,8 @@ test suite (``tests/service_fixtures.py``) start servers with.
 The process runs ``uvicorn service.app:app`` (or ``reid-serve``, ``python -m service.cli``) on a
 free port, configured only through ``REID_*`` variables: the caller's own ``REID_*`` variables
 are dropped, so an API key or gallery backend left in a shell cannot change what is measured or
-tested. Its output goes to a log file next to its data directory. Used as a context manager, the
+tested, and neither can a ``.env`` file in the working directory (``REID_ENV_FILE`` is empty).
+Its output goes to a log file next to its data directory. Used as a context manager, the
 server is always stopped.
 """
 
@@ -66,6 +67,7 @@ class ServiceProcess:
                 "REID_HOST": "127.0.0.1",
                 "REID_PORT": str(self.port),
                 "REID_LOG_LEVEL": "warning",
+                "REID_ENV_FILE": "",
                 **(env or {}),
             }
         )

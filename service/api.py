@@ -17,12 +17,14 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from service.admission import Admission, AdmissionMiddleware
 from service.encoder import ModelLoadError
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.frames import FrameLimits
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from service.openapi import install_openapi
+from service.request_context import RequestContextMiddleware
 from service.routers import health, identities, query, tracklets, ui, videos
 from service.runtime import StartupError, open_runtime
 from service.schemas import BatchEnrollRequest, EnrollJson, QueryJson
@@ -82,15 +84,33 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     app.state.api_keys = ApiKeys(settings.api_keys_read, settings.api_keys_write)
     app.state.limits = FrameLimits.from_settings(settings)
-    install_error_handlers(app, metrics)
-    # Starlette runs the last added middleware first: metrics see the limiter's 413s too.
-    app.add_middleware(
-        BodySizeLimitMiddleware,
-        max_bytes=settings.max_request_bytes,
-        path_limits=videos.body_limits(settings),
+    admission = Admission.create(
+        settings.admission_body_bytes,
+        settings.admission_pixels,
+        settings.admission_frames,
+        settings.admission_wait_s,
     )
+    app.state.admission = admission
+    install_error_handlers(app, metrics)
+    # Starlette runs the last added middleware first. Outside in: the metrics (they see every
+    # status, 413s and 503s included); the request id and the catch-all; the body-size cap (an
+    # oversized body is refused before it waits for admission); admission and the deadline.
+    # Video uploads stream to disk and are worked on in jobs with their own limits.
+    path_limits = videos.body_limits(settings)
+    app.add_middleware(
+        AdmissionMiddleware,
+        admission=admission,
+        max_body_bytes=settings.max_request_bytes,
+        timeout_s=settings.request_timeout_s,
+        metrics=metrics,
+        streamed_paths=frozenset(path_limits),
+    )
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, path_limits=path_limits
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     for module in (tracklets, query, videos, identities, health, ui):
         app.include_router(module.router)
-    install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest])
+    install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest], settings.auth_enabled)
     return app

@@ -1,7 +1,9 @@
 """Every error leaves the service as ``{"error": {"code", "message"}}`` (and ``details`` for
 invalid requests), counted by code in ``reid_errors_total``: client errors the routes raise
 (:class:`service.schemas.ApiError`), request validation, Starlette's own HTTP errors (404, 405),
-gallery failures, and anything unexpected (a 500 that names no internals)."""
+and gallery failures. Anything unexpected becomes a 500 that names no internals in
+:mod:`service.request_context`, outside Starlette's error middleware, which would re-raise it
+and make uvicorn drop the connection."""
 
 from __future__ import annotations
 
@@ -93,9 +95,3 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
         metrics.errors.labels("gallery_error").inc()
         message = f"the gallery failed: {exc}; nothing was changed"
         return error_response(503, "gallery_error", message)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error", exc_info=exc)
-        metrics.errors.labels("internal_error").inc()
-        return error_response(500, "internal_error", "internal server error (see the server log)")

@@ -61,7 +61,7 @@ from service.gallery import (
     from_epoch_us,
     query_vector,
 )
-from service.selection import select_nearest
+from service.selection import select_nearest, squared_limit
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class FaissGallery(Gallery):
             # Grouping needs more than top_k tracklets to find top_k identities: start with a
             # few per identity and grow until enough identities, the range, or the end is hit.
             k = min(candidates, top_k if not group_by_identity else max(4 * top_k, 32))
-            limit = None if max_distance is None else float(max_distance) ** 2
+            limit = squared_limit(max_distance)
             while True:
                 distances, ids = index.search(query, k, params=params)
                 matches, exhausted = select_nearest(

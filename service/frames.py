@@ -4,8 +4,10 @@ Three ways frames arrive: multipart files (in upload order), one zip archive (or
 name, numerically: ``2.png`` before ``10.png``), or base64 strings in JSON. All of them end in
 :func:`decode_frames`, which reads each image's header first (PNG ``IHDR``, JPEG ``SOFn``) and
 refuses one that declares too many pixels *before* OpenCV allocates anything, so an image that
-claims 60000 x 60000 costs nothing. Archives are read in memory only: entry names order the
-frames and are never used as paths.
+claims 60000 x 60000 costs nothing; then its data is checked against that header
+(:mod:`service.image_data`) before OpenCV decodes it. Archives are read in memory only: entry
+names order the frames and are never used as paths, and their entries are counted from the
+central directory (:mod:`service.zip_directory`) before ``zipfile`` parses it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from service.image_data import check_image_data
 from service.schemas import ApiError
 from service.settings import Settings
+from service.zip_directory import BadDirectory, directory_totals
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -66,6 +70,20 @@ class EncodedFrame:
 
     label: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class CheckedFrame:
+    """A frame whose header passed :func:`check_frame`: its format and declared size."""
+
+    frame: EncodedFrame
+    fmt: str
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 def check_frame_count(count: int, limits: FrameLimits) -> None:
@@ -184,27 +202,33 @@ def check_frame(frame: EncodedFrame, limits: FrameLimits) -> tuple[str, int, int
     return fmt, width, height
 
 
-def decode_frame(frame: EncodedFrame, limits: FrameLimits) -> np.ndarray:
-    """One checked image -> RGB uint8 (H, W, 3). Grey and RGBA images become RGB."""
-    _, width, height = check_frame(frame, limits)
+def decode_checked(checked: CheckedFrame) -> np.ndarray:
+    """A checked frame -> RGB uint8 (H, W, 3), its data first checked against its header.
+    Grey and RGBA images become RGB."""
+    frame = checked.frame
+    check_image_data(frame.data, checked.fmt, frame.label)
     buffer = np.frombuffer(frame.data, dtype=np.uint8)
     try:
         # IMREAD_COLOR gives 8-bit BGR for grey, RGBA and 16-bit inputs alike.
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     except cv2.error as exc:
         raise ApiError(400, "corrupt_image", f"{frame.label} could not be decoded: {exc}") from exc
-    if bgr is None or bgr.ndim != 3 or bgr.shape[0] * bgr.shape[1] != width * height:
+    if bgr is None or bgr.ndim != 3 or bgr.shape[0] * bgr.shape[1] != checked.pixels:
         raise ApiError(400, "corrupt_image", f"{frame.label} could not be decoded (damaged image)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def decode_frames(frames: Sequence[EncodedFrame], limits: FrameLimits) -> list[np.ndarray]:
-    """Check every header first, then decode: a bad last frame costs no decoding."""
+def decode_frame(frame: EncodedFrame, limits: FrameLimits) -> np.ndarray:
+    """One image -> RGB uint8 (H, W, 3), every check included."""
+    return decode_checked(CheckedFrame(frame, *check_frame(frame, limits)))
+
+
+def check_frames(frames: Sequence[EncodedFrame], limits: FrameLimits) -> list[CheckedFrame]:
+    """Every header checked, and their pixels summed, before anything is decoded: a bad last
+    frame costs no decoding, and the total is what admission control reserves."""
     check_frame_count(len(frames), limits)
-    total = 0
-    for frame in frames:
-        _, width, height = check_frame(frame, limits)
-        total += width * height
+    checked = [CheckedFrame(frame, *check_frame(frame, limits)) for frame in frames]
+    total = sum(item.pixels for item in checked)
     if total > limits.max_total_pixels:
         # Frames are decoded whole before preprocessing shrinks them, so the sum is what a
         # request costs in memory; tiny, highly compressible PNGs could otherwise claim gigabytes.
@@ -215,7 +239,12 @@ def decode_frames(frames: Sequence[EncodedFrame], limits: FrameLimits) -> list[n
             f"{limits.max_total_pixels} (REID_MAX_PIXELS_PER_TRACKLET): send smaller crops "
             "or fewer frames",
         )
-    return [decode_frame(frame, limits) for frame in frames]
+    return checked
+
+
+def decode_frames(frames: Sequence[EncodedFrame], limits: FrameLimits) -> list[np.ndarray]:
+    """Check every header first, then decode."""
+    return [decode_checked(item) for item in check_frames(frames, limits)]
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -246,18 +275,12 @@ def read_zip(data: bytes, limits: FrameLimits) -> list[EncodedFrame]:
     Sizes are checked twice: the declared sizes before reading anything, then the bytes actually
     inflated, entry by entry, so a header that lies about its size cannot exhaust memory.
     """
+    _check_directory(data, limits)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
         raise ApiError(400, "bad_archive", f"archive is not a readable zip file: {exc}") from exc
-    if len(infos) > limits.max_zip_entries:
-        raise ApiError(
-            413,
-            "archive_too_many_entries",
-            f"archive has {len(infos)} entries, more than the limit of {limits.max_zip_entries} "
-            "(REID_MAX_ZIP_ENTRIES)",
-        )
     for info in infos:
         if _unsafe_name(info.filename):
             raise ApiError(
@@ -268,10 +291,7 @@ def read_zip(data: bytes, limits: FrameLimits) -> list[EncodedFrame]:
             )
     entries = [info for info in infos if not _ignored_entry(info)]
     check_frame_count(len(entries), limits)
-    declared = sum(info.file_size for info in entries)
     budget = limits.max_zip_uncompressed_bytes
-    if declared > budget:
-        raise _archive_too_large(declared, budget)
     entries.sort(key=lambda info: natural_key(info.filename))
 
     frames: list[EncodedFrame] = []
@@ -299,6 +319,24 @@ def read_zip(data: bytes, limits: FrameLimits) -> list[EncodedFrame]:
             ) from exc
         frames.append(EncodedFrame(label=f"archive entry {info.filename!r}", data=bytes(content)))
     return frames
+
+
+def _check_directory(data: bytes, limits: FrameLimits) -> None:
+    """Entry count and declared sizes, from the central directory, before ``zipfile`` parses
+    it (and builds one object per entry, however many there are)."""
+    try:
+        totals = directory_totals(data, limits.max_zip_entries)
+    except BadDirectory as exc:
+        raise ApiError(400, "bad_archive", f"archive is not a readable zip file: {exc}") from exc
+    if totals.entries > limits.max_zip_entries:
+        raise ApiError(
+            413,
+            "archive_too_many_entries",
+            f"archive has more than {limits.max_zip_entries} entries, the limit "
+            "(REID_MAX_ZIP_ENTRIES)",
+        )
+    if totals.declared_bytes > limits.max_zip_uncompressed_bytes:
+        raise _archive_too_large(totals.declared_bytes, limits.max_zip_uncompressed_bytes)
 
 
 def _archive_too_large(size: int, budget: int) -> ApiError:

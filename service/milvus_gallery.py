@@ -92,7 +92,7 @@ from service.milvus_schema import (
     string_list,
     to_row,
 )
-from service.selection import select_nearest
+from service.selection import select_nearest, squared_limit
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ class MilvusGallery(Gallery):
             expression = filter_expression(filters)
         except LookupError:
             return []
-        limit = None if max_distance is None else float(max_distance) ** 2
+        limit = squared_limit(max_distance)
         vector = query.tolist()
         with self._read_lock, milvus_errors("searching the gallery"):
             if not group_by_identity:

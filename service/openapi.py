@@ -1,6 +1,6 @@
 """OpenAPI for the hand-read request bodies (:mod:`service.request_input`): each route documents
 its JSON model and, where it takes one, the multipart form, built from the pydantic models that
-validate them."""
+validate them. The API-key requirement is documented only when keys are configured."""
 
 from __future__ import annotations
 
@@ -42,8 +42,18 @@ def body_doc(json_model: type[BaseModel], multipart: dict[str, Any] | None) -> d
     return {"requestBody": {"required": True, "content": content}}
 
 
-def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
-    """Add the hand-read request models to the OpenAPI components."""
+def _without_security(schema: dict[str, Any]) -> None:
+    """No key is asked for when none is configured: say so, so clients send none."""
+    schema.get("components", {}).pop("securitySchemes", None)
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+
+
+def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]], auth_enabled: bool) -> None:
+    """Add the hand-read request models to the OpenAPI components; drop the API-key
+    requirement when authentication is off."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -54,6 +64,8 @@ def install_openapi(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
             for name, definition in model_schema.pop("$defs", {}).items():
                 components.setdefault(name, definition)
             components[model.__name__] = model_schema
+        if not auth_enabled:
+            _without_security(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -1,4 +1,5 @@
-"""Reading the enrolment and query bodies: their fields, their frames, then the network's input.
+"""Reading the enrolment and query bodies: their fields and their frames, nothing decoded yet
+(:mod:`service.embedding` takes the frames from there).
 
 These bodies are read by hand rather than declared as FastAPI body parameters, for two reasons:
 one route accepts three input forms (multipart files, a zip archive, JSON with base64 frames),
@@ -10,50 +11,21 @@ from the same pydantic models that validate them here.
 from __future__ import annotations
 
 import json
-import logging
-import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
-import numpy as np
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
-from model.preprocessing import InputSpec, prepare_tracklet
-from service.frames import (
-    EncodedFrame,
-    FrameLimits,
-    check_frame_count,
-    decode_base64_frames,
-    decode_frames,
-    read_zip,
-)
-from service.runtime import Runtime
+from service.embedding import FrameSource
+from service.frames import EncodedFrame, FrameLimits, check_frame_count
 from service.schemas import ApiError
-from service.thumbnails import shrink
-
-log = logging.getLogger(__name__)
 
 FieldsT = TypeVar("FieldsT", bound=BaseModel)
-#: Frames as they arrived: base64 strings (JSON), encoded files (multipart) or zip bytes.
-FrameSource = list[str] | list[EncodedFrame] | bytes
-
-
-@dataclass
-class PreparedTracklet:
-    tracklet: np.ndarray  # float32 (T, 5, 56, 40)
-    decode_ms: float
-    preprocess_ms: float
-    #: Every frame shrunk for thumbnails (enrolments that keep them), else None.
-    previews: list[np.ndarray] | None = None
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 3)
 
 
 def validation_error(exc: ValidationError) -> RequestValidationError:
@@ -70,11 +42,55 @@ def media_type(request: Request) -> str:
 
 
 async def read_json(request: Request, model: type[FieldsT]) -> FieldsT:
-    body = await request.body()
+    """The body validated by ``model`` in strict mode: JSON has real booleans and numbers, so
+    ``"top_k": true`` is refused rather than taken as 1 (forms, all strings, stay lax). The body
+    is read without Starlette's cache (``request.body()`` keeps it for the request's life), so
+    its bytes are freed once parsed."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
     try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         raise validation_error(exc) from exc
+
+
+class _Utf8MultiPartParser(MultiPartParser):
+    """Starlette's multipart parser, except that a text field that is not UTF-8 is refused:
+    Starlette falls back to Latin-1, and an identity would be stored as mojibake."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPartException(
+                    f"form field {part.field_name!r} is not valid UTF-8: send text fields "
+                    "encoded as UTF-8"
+                ) from None
+        super().on_part_end()
+
+
+@asynccontextmanager
+async def read_form(request: Request, max_files: int, max_fields: int) -> AsyncIterator[FormData]:
+    """The request's form (multipart, or urlencoded), closed (its temporary files too) on exit."""
+    try:
+        if media_type(request) == "multipart/form-data":
+            parser = _Utf8MultiPartParser(
+                request.headers, request.stream(), max_files=max_files, max_fields=max_fields
+            )
+            form = await parser.parse()
+        else:
+            form = await request.form(max_files=max_files, max_fields=max_fields)
+    except MultiPartException as exc:
+        raise ApiError(
+            400, "bad_request", f"the multipart body is malformed: {exc.message}"
+        ) from exc
+    try:
+        yield form
+    finally:
+        await form.close()
 
 
 async def read_frames_input(
@@ -97,7 +113,7 @@ async def read_frames_input(
             "(files 'frames' or one zip 'archive') or application/json (base64 'frames')",
         )
     # Every frame is a file part; one more for the archive. Text fields are small.
-    async with request.form(max_files=limits.max_frames + 1, max_fields=64) as form:
+    async with read_form(request, max_files=limits.max_frames + 1, max_fields=64) as form:
         values, uploads, archive = _split_form(form)
         try:
             fields = fields_model.model_validate(values)
@@ -150,52 +166,6 @@ def _split_form(form: FormData) -> tuple[dict[str, str], list[UploadFile], Uploa
         else:
             values[key] = value
     return values, uploads, archive
-
-
-def decode_and_prepare(
-    source: FrameSource, limits: FrameLimits, spec: InputSpec, preview_side: int | None = None
-) -> PreparedTracklet:
-    """Runs in a worker thread: base64/zip -> images -> the network's input (as ``spec``, the
-    served model's, says), and copies shrunk to ``preview_side`` when thumbnails are kept."""
-    start = time.perf_counter()
-    if isinstance(source, bytes):
-        encoded = read_zip(source, limits)
-    elif source and isinstance(source[0], str):
-        encoded = decode_base64_frames(source, limits)  # type: ignore[arg-type]
-    else:
-        encoded = list(source)  # type: ignore[arg-type]
-    images = decode_frames(encoded, limits)
-    decoded = time.perf_counter()
-    try:
-        tracklet = prepare_tracklet(images, spec)
-    except Exception as exc:
-        # Preprocessing only ever sees images that decoded; if it still fails, the cause is in
-        # those images, so the client hears about it (and the server log has the trace).
-        log.warning("preprocessing rejected an upload", exc_info=True)
-        raise ApiError(
-            422, "unprocessable_frames", f"the frames could not be preprocessed: {exc}"
-        ) from exc
-    return PreparedTracklet(
-        tracklet=tracklet,
-        decode_ms=ms(decoded - start),
-        preprocess_ms=ms(time.perf_counter() - decoded),
-        previews=None if preview_side is None else [shrink(i, preview_side) for i in images],
-    )
-
-
-async def prepare(
-    source: FrameSource, limits: FrameLimits, runtime: Runtime, preview_side: int | None = None
-) -> PreparedTracklet:
-    """:func:`decode_and_prepare` for the served model, in a worker thread (at most
-    ``REID_DECODE_WORKERS`` at once)."""
-    return await anyio.to_thread.run_sync(
-        decode_and_prepare,
-        source,
-        limits,
-        runtime.encoder.spec,
-        preview_side,
-        limiter=runtime.decode_limiter,
-    )
 
 
 def check_metadata(metadata: dict[str, Any], max_bytes: int) -> None:

@@ -7,11 +7,16 @@ exactly the same fields and give the same errors.
 
 from __future__ import annotations
 
-import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import pydantic_core
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+#: Most cameras one query may name in ``cameras`` or ``exclude_cameras`` (each becomes a bound
+#: parameter of the gallery's filter, and SQLite allows 32766 of those in one statement).
+MAX_CAMERAS = 1024
 
 
 class ApiError(Exception):
@@ -26,12 +31,23 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers  # e.g. Retry-After on a 503
 
+    def prefixed(self, prefix: str) -> ApiError:
+        """The same error, its message saying where (``tracklets[3]: ...``)."""
+        return ApiError(self.status, self.code, f"{prefix}: {self.message}", self.headers)
+
 
 def _as_utc(value: datetime) -> datetime:
     """Naive times are taken as UTC so every stored time compares with every other."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-14:00 is a valid ISO time whose UTC instant is in year 10000.
+        raise ValueError(
+            "the time in UTC falls outside years 1..9999; send a time between "
+            "0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+        ) from None
 
 
 def _comma_list(value: object) -> object:
@@ -42,24 +58,48 @@ def _comma_list(value: object) -> object:
 
 
 def _json_object(value: object) -> object:
-    """Forms send ``metadata`` as a JSON string; JSON bodies send an object."""
+    """Forms send ``metadata`` as a JSON string; JSON bodies send an object. The string is
+    parsed by the same parser as JSON bodies: nesting is capped (no RecursionError), NaN and
+    Infinity are refused, and so is a lone surrogate escape (SQLite could not store it)."""
     if isinstance(value, str):
         if not value.strip():
             return {}
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"metadata is not valid JSON ({exc.msg} at {exc.pos})") from exc
+            value = pydantic_core.from_json(value, allow_inf_nan=False)
+        except ValueError as exc:
+            raise ValueError(
+                f"metadata is not valid JSON ({exc}); NaN, Infinity and lone surrogate escapes "
+                "are refused"
+            ) from exc
         if not isinstance(value, dict):
             raise ValueError('metadata must be a JSON object, e.g. {"site": "north"}')
     return value
 
 
+def _finite_numbers(value: Any) -> Any:
+    """JSON bodies may spell NaN and Infinity (and 1e400 overflows to infinity); none of them
+    is JSON that can be stored and read back, so they are refused before any work is done."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("metadata holds NaN or Infinity, which JSON cannot store")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 CameraList = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=256)]] | None, BeforeValidator(_comma_list)
+    Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=MAX_CAMERAS)
+    ]
+    | None,
+    BeforeValidator(_comma_list),
 ]
-Metadata = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+Metadata = Annotated[dict[str, Any], BeforeValidator(_json_object), AfterValidator(_finite_numbers)]
 Base64Frames = Annotated[
     list[str],
     Field(
@@ -69,6 +109,22 @@ Base64Frames = Annotated[
     ),
 ]
 
+
+#: Two tiny PNG frames (8 x 16): the documented examples are requests that really work, so
+#: /docs can send them as they are, and schemathesis's examples phase gets past the decoder.
+EXAMPLE_FRAMES = [
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAQCAIAAACk6KkqAAAAHElEQVQY02PU0DjBgA0wMeAAg1OCcYGGxnDwBwCGrgIn"
+    "15KLvAAAAABJRU5ErkJggg==",
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAQCAIAAACk6KkqAAAAJElEQVQY02OUOyHHwMDAlbCKARUwMeAAg1OCBUJVMCQM"
+    "bX8AAPidAxKnEtnnAAAAAElFTkSuQmCC",
+]
+_EXAMPLE_TRACKLET = {
+    "identity": "alice",
+    "camera": "cam1",
+    "start_time": "2024-05-01T10:00:00Z",
+    "metadata": {"site": "north"},
+    "frames": EXAMPLE_FRAMES,
+}
 
 # ----------------------------------------------------------------------------------- requests
 
@@ -96,13 +152,17 @@ class TrackletFields(BaseModel):
 class EnrollJson(TrackletFields):
     """``POST /tracklets`` with ``Content-Type: application/json``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_TRACKLET]})
+
     frames: Base64Frames
 
 
 class BatchEnrollRequest(BaseModel):
     """``POST /tracklets/batch``: every tracklet is enrolled, or none."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"tracklets": [_EXAMPLE_TRACKLET]}]}
+    )
 
     tracklets: list[EnrollJson] = Field(min_length=1)
 
@@ -114,7 +174,10 @@ class QueryFields(BaseModel):
 
     top_k: int = Field(10, ge=1, description="Most matches returned (at most REID_MAX_TOP_K).")
     max_distance: float | None = Field(
-        None, ge=0, description="Open set: matches farther than this are dropped (maybe all)."
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Open set: matches farther than this are dropped (maybe all).",
     )
     cameras: CameraList = Field(None, description="Only these cameras (comma-separated in forms).")
     exclude_cameras: CameraList = Field(None, description="Never these cameras.")
@@ -142,6 +205,12 @@ class QueryFields(BaseModel):
 
 class QueryJson(QueryFields):
     """``POST /query`` with ``Content-Type: application/json``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"frames": EXAMPLE_FRAMES, "top_k": 5, "exclude_cameras": ["cam1"]}]
+        }
+    )
 
     frames: Base64Frames
 
@@ -269,7 +338,6 @@ class ModelInfo(BaseModel):
     name: str
     version: str
     variant: str | None
-    path: str
     embedding_size: int
     roles: dict[str, str]
     pair_scorer: bool = Field(description="Whether the model can re-score pairs (rerank).")

@@ -8,10 +8,22 @@ distances, so a query means the same with and without re-scoring, on either back
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import TypeVar
 
 Item = TypeVar("Item")
+
+#: Above this a distance's square overflows a float; no two embeddings are that far apart.
+_LARGEST_SQUARABLE = math.sqrt(1.7e308)
+
+
+def squared_limit(max_distance: float | None) -> float | None:
+    """The open-set cut on squared distances, as the index backends compare them: a cut too
+    large to square is no cut at all (infinity), never an overflow."""
+    if max_distance is None:
+        return None
+    return math.inf if max_distance > _LARGEST_SQUARABLE else float(max_distance) ** 2
 
 
 def select_nearest(

@@ -1,16 +1,23 @@
-"""The service's configuration: one pydantic-settings object read from ``REID_*`` variables.
+"""The service's configuration: one pydantic-settings object read from ``REID_*`` variables
+and, by the entry points, from an optional ``.env`` file (:func:`load_settings`).
 
 The object is built once by the entry point (``service.app`` or ``reid-serve``) and passed to
 :func:`service.api.create_app` explicitly, so tests and benchmarks can run several differently
-configured apps side by side.
+configured apps side by side. Every field is documented once, here: ``reid-serve --help``,
+docker-compose's pass-through list (checked by a test) and the one-line error for a bad value
+are all made from these declarations.
 """
 
 from __future__ import annotations
 
+import os
+import types
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import Field, field_validator
+import annotated_types
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import model
@@ -96,20 +103,30 @@ class Settings(BaseSettings):
     )
     max_frame_side: int = Field(8192, gt=0, description="Largest width or height of one frame.")
     max_pixels_per_tracklet: int = Field(
-        64 * MiB,
+        16 * MiB,
         gt=0,
-        description="Largest total of width x height over a tracklet's frames (decoded memory).",
+        description="Largest total of width x height over a tracklet's frames (decoding and "
+        "preprocessing cost about 15 bytes per pixel).",
     )
     allowed_formats: CommaList = Field(
         default_factory=lambda: ["jpeg", "png"], description="Accepted image formats."
     )
     max_zip_entries: int = Field(1024, gt=0, description="Most files in one zip archive.")
     max_zip_uncompressed_bytes: int = Field(
-        256 * MiB, gt=0, description="Largest total uncompressed size of one zip archive."
+        64 * MiB,
+        gt=0,
+        description="Largest total uncompressed size of one zip archive (held in memory; "
+        "images do not compress, so an honest archive inflates to about its own size).",
     )
     max_metadata_bytes: int = Field(16 * 1024, gt=0, description="Largest metadata JSON object.")
     max_batch_tracklets: int = Field(
         256, gt=0, description="Most tracklets in one POST /tracklets/batch."
+    )
+    max_batch_frames: int = Field(
+        16384,
+        gt=0,
+        description="Most frames in one POST /tracklets/batch, its tracklets together: bounds "
+        "one request's decoding, preprocessing and embedding work.",
     )
     max_top_k: int = Field(100, gt=0, description="Largest top_k a query may ask for.")
     rerank: int = Field(
@@ -122,6 +139,38 @@ class Settings(BaseSettings):
         500, gt=0, description="Largest `rerank` a query may ask for (it costs one pair each)."
     )
     max_page_size: int = Field(1000, gt=0, description="Largest page of GET /identities.")
+
+    # -- admission control (service/admission.py) ---------------------------------------------
+    admission_body_bytes: int = Field(
+        64 * MiB,
+        gt=0,
+        description="Request bodies held in memory at once, all requests together; a chunked "
+        "upload counts as max_request_bytes. Over it, requests wait their turn.",
+    )
+    admission_pixels: int = Field(
+        16 * MiB,
+        gt=0,
+        description="Pixels (width x height) being decoded and preprocessed at once, all "
+        "requests together; a larger tracklet waits to have them all.",
+    )
+    admission_frames: int = Field(
+        256,
+        gt=0,
+        description="Frames being decoded, preprocessed and embedded at once, all requests "
+        "together (about 0.35 MB each to preprocess and 0.5 MB each embedded).",
+    )
+    admission_wait_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a request waits for room before it is refused with 503 and "
+        "Retry-After.",
+    )
+    request_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Wall time one request may take, its upload included (408 when the body "
+        "is late, 503 when the work is; nothing is stored either way).",
+    )
 
     # -- videos (POST /videos) -----------------------------------------------------------------
     max_video_bytes: int = Field(
@@ -187,6 +236,11 @@ class Settings(BaseSettings):
     ort_intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose."
     )
+    malloc_tuning: bool = Field(
+        True,
+        description="Cap glibc's malloc arenas at 2 and fix its mmap threshold at 128 KiB, so "
+        "that memory freed by a request goes back to the system (service/process_memory.py).",
+    )
     use_cuda: bool = Field(
         True, description="Use CUDAExecutionProvider when ONNX Runtime offers it."
     )
@@ -196,6 +250,11 @@ class Settings(BaseSettings):
     port: int = Field(8000, gt=0, lt=65536, description="Port reid-serve listens on.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level of the service and uvicorn."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="Log lines as JSON objects (one per line) or as plain text; every line of "
+        "a request carries its X-Request-ID.",
     )
 
     @field_validator("api_keys_read", "api_keys_write", "allowed_formats", mode="before")
@@ -220,7 +279,7 @@ class Settings(BaseSettings):
         get_backend(value)
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -242,3 +301,106 @@ class Settings(BaseSettings):
         backend = get_backend(self.gallery_backend)
         chosen = getattr(self, backend.location_setting) if backend.location_setting else None
         return chosen or str(backend.default_location(self.data_dir))
+
+
+# ------------------------------------------------------------------ reading and describing them
+
+ENV_PREFIX = "REID_"
+#: Where the entry points read an optional dotenv file from; empty: read none.
+ENV_FILE_VARIABLE = "REID_ENV_FILE"
+DEFAULT_ENV_FILE = ".env"
+
+
+class SettingsInvalid(ValueError):
+    """Bad settings; ``lines`` has one line per bad variable, naming it and the expected form."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def variable(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _bounds(info: FieldInfo) -> str:
+    signs = {annotated_types.Gt: ">", annotated_types.Ge: ">=", annotated_types.Lt: "<"}
+    parts = []
+    for item in info.metadata:
+        for kind, sign in signs.items():
+            if isinstance(item, kind):
+                parts.append(f"{sign} {getattr(item, kind.__name__.lower())}")
+    return " and ".join(parts)
+
+
+def _type_form(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(annotation))
+    if origin in (Union, types.UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        return _type_form(inner[0]) + " (or unset)"
+    if origin is Annotated or origin is list:
+        return "a comma-separated list"
+    forms = {bool: "true or false", int: "a whole number", float: "a number", Path: "a path"}
+    return forms.get(annotation, "text")
+
+
+def expected_form(name: str) -> str:
+    """What a valid value of setting ``name`` looks like, e.g. "a whole number > 0"."""
+    info = Settings.model_fields[name]
+    bounds = _bounds(info)
+    return _type_form(info.annotation) + (f" {bounds}" if bounds else "")
+
+
+def default_text(name: str) -> str:
+    info = Settings.model_fields[name]
+    value = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+    if value is None or value == []:
+        return "(unset)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+def _error_line(error: dict[str, Any], given: dict[str, Any]) -> str:
+    name = str(error["loc"][0]) if error.get("loc") else ""
+    if name not in Settings.model_fields:
+        return f"invalid settings: {error['msg']}"
+    value = given.get(name, os.environ.get(variable(name)))
+    shown = f"={value!r}" if value is not None else ""
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    return f"{variable(name)}{shown} is not valid: expected {expected_form(name)} ({reason})"
+
+
+def load_settings(env_file: str | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, then ``env_file`` (a dotenv file, if it exists), then
+    ``overrides``; bad values raise :class:`SettingsInvalid`, one line per variable."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise SettingsInvalid([_error_line(dict(e), overrides) for e in errors]) from None
+
+
+def env_file_from_environment() -> str | None:
+    """The dotenv file the entry points read: ``REID_ENV_FILE``, or ``.env`` in the working
+    directory; an empty ``REID_ENV_FILE`` reads none. A file named explicitly must exist."""
+    chosen = os.environ.get(ENV_FILE_VARIABLE)
+    if chosen is None:
+        return DEFAULT_ENV_FILE
+    if chosen and not Path(chosen).is_file():
+        raise SettingsInvalid([f"{ENV_FILE_VARIABLE}={chosen!r} is not valid: no such file"])
+    return chosen or None
+
+
+def settings_help() -> str:
+    """Every setting with its variable, default, meaning and form: ``reid-serve --help``."""
+    lines = [
+        f"settings (environment variables, or lines of {DEFAULT_ENV_FILE} in the working "
+        f"directory; {ENV_FILE_VARIABLE} names another file, empty for none):"
+    ]
+    for name, info in Settings.model_fields.items():
+        lines.append(f"  {variable(name)}  (default: {default_text(name)})")
+        lines.append(f"      {info.description} [{expected_form(name)}]")
+    return "\n".join(lines)

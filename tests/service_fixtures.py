@@ -44,6 +44,7 @@ SERVER_ENV: dict[str, str] = {
     "REID_MAX_ZIP_ENTRIES": "100",
     "REID_MAX_ZIP_UNCOMPRESSED_BYTES": str(2 * 1024 * 1024),
     "REID_MAX_TOP_K": "50",
+    "REID_MAX_BATCH_FRAMES": "200",
     "REID_BATCH_WAIT_MS": "5",
 }
 #: Two shared cores: one ONNX thread per call keeps the suite from oversubscribing.

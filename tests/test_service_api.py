@@ -322,7 +322,9 @@ def test_openapi_documents_every_input_form(service_client: httpx.Client) -> Non
         assert set(content) == {"application/json", "multipart/form-data"}
         assert {"frames", "archive"} <= set(content["multipart/form-data"]["schema"]["properties"])
     assert "BatchEnrollRequest" in spec["components"]["schemas"]
-    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+    # The shared server runs without keys: its schema asks for none.
+    assert "securitySchemes" not in spec["components"]
+    assert all("security" not in op for ops in spec["paths"].values() for op in ops.values())
 
 
 # ----------------------------------------------------------------------------- re-scoring

@@ -94,7 +94,8 @@ def _finished(metrics: str, route: str) -> float:
 def test_server_stays_healthy_while_clients_hang_up(service: ServiceProcess) -> None:
     """Clients that give up mid-request must not break the server or the gallery: an upload
     cut short stores nothing, an enrolment whose client left after sending it is stored whole
-    or not at all, abandoned queries store nothing, and the server answers normally after."""
+    or not at all, abandoned queries store nothing, and the server answers normally after. A cut
+    upload is counted as client_disconnected, not as an internal error (issue 18)."""
     camera = f"cam-{uuid.uuid4().hex[:8]}"
     with service.client() as client:
         before = client.get("/readyz").json()["gallery"]["count"]
@@ -143,3 +144,8 @@ def test_server_stays_healthy_while_clients_hang_up(service: ServiceProcess) -> 
         )
         assert enrolled.status_code == 201, enrolled.text
         assert client.get("/readyz").json()["gallery"]["count"] == before + stored + 1
+        # The cut uploads are counted as what they are, never as internal errors.
+        metrics = client.get("/metrics").text
+    assert _metric(metrics, 'reid_errors_total{code="client_disconnected"}') >= len(cut)
+    assert 'reid_errors_total{code="internal_error"}' not in metrics
+    assert "Traceback" not in service.log()

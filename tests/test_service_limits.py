@@ -310,6 +310,22 @@ BAD_REQUESTS: dict[str, tuple[Request, int, str]] = {
         "invalid_request",
     ),
     "page limit zero": (lambda c: c.get("/identities?limit=0"), 422, "invalid_request"),
+    "batch over REID_MAX_BATCH_FRAMES, refused before any work": (
+        lambda c: c.post(
+            "/tracklets/batch",
+            json={
+                "tracklets": [
+                    {
+                        "identity": f"b{i}",
+                        "frames": b64([encode(np.zeros((8, 8, 3), np.uint8))] * 60),
+                    }
+                    for i in range(4)
+                ]
+            },
+        ),
+        413,
+        "too_many_frames",
+    ),
     "batch with no tracklets": (
         lambda c: c.post("/tracklets/batch", json={"tracklets": []}),
         422,

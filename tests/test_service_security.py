@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +23,9 @@ def keyed_service(
         tmp_path_factory.mktemp("keyed") / "data",
         {
             "REID_API_KEYS_READ": f"{READ_KEY}, other-read-key",
-            "REID_API_KEYS_WRITE": WRITE_KEY,
+            "REID_API_KEYS_WRITE": f"ingest:{WRITE_KEY}",
             "REID_BATCHING": "false",
+            "REID_LOG_LEVEL": "info",  # the audit and access lines
         },
         entry="reid-serve",
     )
@@ -91,6 +93,38 @@ def test_deleting_needs_a_write_key(keyed_service: ServiceProcess) -> None:
         assert read.status_code == 200
         deleted = client.delete("/identities/to-delete", headers={"X-API-Key": WRITE_KEY})
         assert deleted.status_code == 200
+
+
+def test_openapi_asks_for_the_key_on_every_keyed_route(keyed_service: ServiceProcess) -> None:
+    with keyed_service.client() as client:
+        spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+    keyed = {
+        (method, path)
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security") == [{"APIKeyHeader": []}]
+    }
+    assert ("post", "/tracklets") in keyed and ("get", "/identities") in keyed
+    assert ("get", "/readyz") not in keyed and ("get", "/healthz") not in keyed
+
+
+def test_audit_lines_name_the_key_never_show_it(keyed_service: ServiceProcess) -> None:
+    with keyed_service.client() as client:
+        enrolled = _enroll(client, WRITE_KEY, "audited")
+        assert enrolled.status_code == 201
+        tracklet_id = enrolled.json()["tracklet_id"]
+        deleted = client.delete(f"/tracklets/{tracklet_id}", headers={"X-API-Key": WRITE_KEY})
+        assert deleted.status_code == 200
+        assert _query(client, READ_KEY).status_code == 200
+    log = keyed_service.log()
+    assert WRITE_KEY not in log and READ_KEY not in log
+    audit = [json.loads(line) for line in log.splitlines() if '"reid.audit"' in line]
+    events = {(entry["event"], entry["key"]) for entry in audit}
+    assert ("enroll", "ingest") in events and ("delete_tracklet", "ingest") in events
+    assert any(tracklet_id in entry.get("tracklet_ids", []) for entry in audit)
+    access = [json.loads(line) for line in log.splitlines() if '"reid.access"' in line]
+    assert any(entry["path"] == "/query" and entry["key"] == "read-1" for entry in access)
 
 
 def test_operations_endpoints_need_no_key(keyed_service: ServiceProcess) -> None:

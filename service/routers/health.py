@@ -46,7 +46,6 @@ async def readyz(runtime: RuntimeDep, settings: SettingsDep) -> Ready:
             name=encoder.name,
             version=encoder.version,
             variant=encoder.variant,
-            path=str(encoder.model_path),
             embedding_size=encoder.embedding_size,
             roles=encoder.roles,
             pair_scorer=runtime.model.scorer is not None,

@@ -6,14 +6,18 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 
+from service.audit import audit
 from service.dependencies import CAN_READ, CAN_WRITE, RuntimeDep, SettingsDep
 from service.routers.tracklets import tracklet_out
 from service.schemas import ApiError, DeletedIdentity, IdentityDetail, IdentityOut, IdentityPage
 
 router = APIRouter(tags=["identities"])
+
+#: The largest offset a gallery can be asked for: SQLite binds 64-bit signed integers.
+MAX_OFFSET = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,7 @@ class Page:
 
 def _page(
     settings: SettingsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[
         int, Query(ge=1, description="At most REID_MAX_PAGE_SIZE (1000 by default).")
     ] = 100,
@@ -108,8 +112,9 @@ async def get_identity(runtime: RuntimeDep, identity: str) -> IdentityDetail:
     dependencies=[CAN_WRITE],
     summary="Delete an identity and all its tracklets",
 )
-async def delete_identity(runtime: RuntimeDep, identity: str) -> DeletedIdentity:
+async def delete_identity(request: Request, runtime: RuntimeDep, identity: str) -> DeletedIdentity:
     deleted = await anyio.to_thread.run_sync(runtime.gallery.delete_identity, identity)
     if not deleted:
         raise ApiError(404, "identity_not_found", f"identity {identity!r} is not enrolled")
+    audit(request, "delete_identity", identity=identity, deleted_tracklets=deleted)
     return DeletedIdentity(identity=identity, deleted_tracklets=deleted)

@@ -10,11 +10,12 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Request
 
-from service.dependencies import CAN_READ, LimitsDep, MetricsDep, RuntimeDep, SettingsDep
+from service.dependencies import CAN_READ, SettingsDep, WorkDep
+from service.embedding import embed_checked, ms, unpack
 from service.encoder import Embedded
 from service.gallery import Match, SearchFilters
 from service.openapi import body_doc, multipart_schema
-from service.request_input import ms, prepare, read_frames_input
+from service.request_input import read_frames_input
 from service.rescoring import RescoredMatch, rescore
 from service.runtime import Runtime
 from service.schemas import ApiError, MatchOut, QueryFields, QueryJson, QueryResponse, Timings
@@ -123,21 +124,17 @@ def rescored_matches(
     ),
     summary="Who does this tracklet show?",
 )
-async def query(
-    request: Request,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    limits: LimitsDep,
-    metrics: MetricsDep,
-) -> QueryResponse:
+async def query(request: Request, settings: SettingsDep, work: WorkDep) -> QueryResponse:
     """The nearest enrolled tracklets (or identities) to the query's frames."""
     start = time.perf_counter()
-    fields, source = await read_frames_input(request, QueryFields, QueryJson, limits)
+    runtime = work.runtime
+    fields, source = await read_frames_input(request, QueryFields, QueryJson, work.limits)
     rerank = rerank_of(fields, settings, runtime)
-    prepared = await prepare(source, limits, runtime)
-    embed_start = time.perf_counter()
-    embedded = await runtime.batcher.embed(prepared.tracklet, "query")
-    metrics.count_embedded("query", embedded.features.shape[0])
+    checked = await unpack(source, work)
+    del source  # unpacked: an archive's bytes need not outlive this point
+    encoded = await embed_checked(checked, "query", work)
+    embedded = encoded.embedded
+    work.deadline.check("before searching the gallery")
     search_start = time.perf_counter()
     search = functools.partial(search_matches, runtime, embedded, fields, rerank)
     matches = await anyio.to_thread.run_sync(search)
@@ -154,9 +151,9 @@ async def query(
         num_frames=int(embedded.attention.shape[0]),
         attention=[float(w) for w in embedded.attention],
         timings=Timings(
-            decode_ms=prepared.decode_ms,
-            preprocess_ms=prepared.preprocess_ms,
-            embed_ms=ms(search_start - embed_start),
+            decode_ms=encoded.decode_ms,
+            preprocess_ms=encoded.preprocess_ms,
+            embed_ms=encoded.embed_ms,
             search_ms=ms(rerank_start - search_start),
             rerank_ms=ms(end - rerank_start) if rerank else 0.0,
             total_ms=ms(end - start),

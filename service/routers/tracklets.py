@@ -11,19 +11,22 @@ import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Path, Request, Response
 
-from service.dependencies import CAN_READ, CAN_WRITE, LimitsDep, MetricsDep, RuntimeDep, SettingsDep
+from service.audit import audit
+from service.dependencies import CAN_READ, CAN_WRITE, RuntimeDep, SettingsDep, WorkDep
+from service.embedding import (
+    EmbeddedTracklet,
+    FrameSource,
+    TrackletWork,
+    check_all,
+    embed_checked,
+    embed_source,
+    unpack,
+)
 from service.encoder import Embedded
 from service.gallery import MAX_THUMBNAILS, Gallery, TrackletRecord
 from service.idempotency import idempotent, new_tracklet_id
 from service.openapi import body_doc, multipart_schema
-from service.request_input import (
-    PreparedTracklet,
-    check_metadata,
-    media_type,
-    prepare,
-    read_frames_input,
-    read_json,
-)
+from service.request_input import check_metadata, media_type, read_frames_input, read_json
 from service.schemas import (
     ApiError,
     BatchEnrollRequest,
@@ -35,6 +38,7 @@ from service.schemas import (
     TrackletFields,
     TrackletOut,
 )
+from service.settings import Settings
 from service.thumbnails import ThumbnailConfig, make_thumbnails
 
 router = APIRouter(tags=["tracklets"])
@@ -65,7 +69,7 @@ def _enroll_response(record: TrackletRecord) -> EnrollResponse:
     )
 
 
-def _store(
+def _add(
     gallery: Gallery,
     records: list[TrackletRecord],
     previews: Sequence[list[np.ndarray] | None],
@@ -113,38 +117,61 @@ def tracklet_out(record: TrackletRecord, thumbnail_frames: Sequence[int] = ()) -
     summary="Enroll one tracklet",
 )
 @idempotent(lambda records: _enroll_response(records[0]))
-async def enroll(
-    request: Request,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    limits: LimitsDep,
-    metrics: MetricsDep,
-) -> EnrollResponse:
+async def enroll(request: Request, settings: SettingsDep, work: WorkDep) -> EnrollResponse:
     """Frames as repeated multipart files ``frames``, one zip ``archive``, or JSON with
     base64 ``frames``. Answered once the gallery has stored the tracklet durably."""
-    fields, source = await read_frames_input(request, TrackletFields, EnrollJson, limits)
+    fields, source = await read_frames_input(request, TrackletFields, EnrollJson, work.limits)
     check_metadata(fields.metadata, settings.max_metadata_bytes)
     config = settings.thumbnail_config
-    prepared = await prepare(source, limits, runtime, config.max_side if config else None)
-    embedded = await runtime.batcher.embed(prepared.tracklet, "enroll")
-    metrics.count_embedded("enroll", embedded.features.shape[0])
-    record = _record(fields, embedded)
-    await anyio.to_thread.run_sync(_store, runtime.gallery, [record], [prepared.previews], config)
+    checked = await unpack(source, work)
+    del source  # unpacked: an archive's bytes need not outlive this point
+    embedded = await embed_checked(checked, "enroll", work, config.max_side if config else None)
+    record = _record(fields, embedded.embedded)
+    await _store(request, work, [record], [embedded.previews], config)
     return _enroll_response(record)
 
 
-async def _read_batch(request: Request, max_tracklets: int) -> BatchEnrollRequest:
+async def _store(
+    request: Request,
+    work: TrackletWork,
+    records: list[TrackletRecord],
+    previews: Sequence[list[np.ndarray] | None],
+    config: ThumbnailConfig | None,
+) -> None:
+    """One atomic, durable gallery add (with the thumbnails), and its audit line. The deadline
+    is checked before the write, never during it: a request answered as refused stored
+    nothing."""
+    work.deadline.check("before storing the tracklets")
+    await anyio.to_thread.run_sync(_add, work.runtime.gallery, records, previews, config)
+    audit(
+        request,
+        "enroll",
+        tracklet_ids=[r.tracklet_id for r in records],
+        identities=sorted({r.identity for r in records}),
+        frames=sum(r.num_frames for r in records),
+    )
+
+
+async def _read_batch(request: Request, settings: Settings) -> BatchEnrollRequest:
     if media_type(request) != "application/json":
         raise ApiError(
             415, "unsupported_media_type", "POST /tracklets/batch takes application/json"
         )
     batch = await read_json(request, BatchEnrollRequest)
-    if len(batch.tracklets) > max_tracklets:
+    if len(batch.tracklets) > settings.max_batch_tracklets:
         raise ApiError(
             413,
             "too_many_tracklets",
             f"the batch has {len(batch.tracklets)} tracklets, more than the limit of "
-            f"{max_tracklets} (REID_MAX_BATCH_TRACKLETS): split it",
+            f"{settings.max_batch_tracklets} (REID_MAX_BATCH_TRACKLETS): split it",
+        )
+    frames = sum(len(item.frames) for item in batch.tracklets)
+    if frames > settings.max_batch_frames:
+        raise ApiError(
+            413,
+            "too_many_frames",
+            f"the batch has {frames} frames in all, more than the limit of "
+            f"{settings.max_batch_frames} (REID_MAX_BATCH_FRAMES): split it",
         )
     return batch
 
@@ -159,35 +186,48 @@ async def _read_batch(request: Request, max_tracklets: int) -> BatchEnrollReques
 )
 @idempotent(lambda records: BatchEnrollResponse(tracklets=[_enroll_response(r) for r in records]))
 async def enroll_batch(
-    request: Request,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    limits: LimitsDep,
-    metrics: MetricsDep,
+    request: Request, settings: SettingsDep, work: WorkDep
 ) -> BatchEnrollResponse:
     """JSON only. Every tracklet is enrolled, or (on any error) none is."""
-    batch = await _read_batch(request, settings.max_batch_tracklets)
-    config = settings.thumbnail_config
-
-    async def prepare_one(index: int, item: EnrollJson) -> PreparedTracklet:
+    batch = await _read_batch(request, settings)
+    for index, item in enumerate(batch.tracklets):
         try:
             check_metadata(item.metadata, settings.max_metadata_bytes)
-            return await prepare(item.frames, limits, runtime, config.max_side if config else None)
         except ApiError as exc:
-            raise ApiError(exc.status, exc.code, f"tracklets[{index}]: {exc.message}") from exc
-
-    # The first failing tracklet's error is the answer; nothing has been stored yet.
-    prepared = await asyncio.gather(
-        *(prepare_one(index, item) for index, item in enumerate(batch.tracklets))
-    )
-    embedded = await runtime.batcher.embed_many([p.tracklet for p in prepared], "enroll")
-    records = []
-    for fields, result in zip(batch.tracklets, embedded, strict=True):
-        metrics.count_embedded("enroll", result.features.shape[0])
-        records.append(_record(fields, result))
-    previews = [p.previews for p in prepared]
-    await anyio.to_thread.run_sync(_store, runtime.gallery, records, previews, config)
+            raise exc.prefixed(f"tracklets[{index}]") from exc
+    await check_all([item.frames for item in batch.tracklets], work)
+    config = settings.thumbnail_config
+    side = config.max_side if config else None
+    embedded = await _embed_all([item.frames for item in batch.tracklets], work, side)
+    records = [
+        _record(fields, result.embedded)
+        for fields, result in zip(batch.tracklets, embedded, strict=True)
+    ]
+    await _store(request, work, records, [result.previews for result in embedded], config)
     return BatchEnrollResponse(tracklets=[_enroll_response(r) for r in records])
+
+
+async def _embed_all(
+    sources: list[FrameSource], work: TrackletWork, preview_side: int | None
+) -> list[EmbeddedTracklet]:
+    """Embed a batch's tracklets a few at a time (one per decode worker), so that a large
+    batch takes its turns in admission among other requests instead of queueing all its
+    tracklets at once. The first failure cancels the rest; nothing has been stored yet."""
+    gate = asyncio.Semaphore(int(work.runtime.decode_limiter.total_tokens))
+
+    async def one(index: int, source: FrameSource) -> EmbeddedTracklet:
+        async with gate:
+            try:
+                return await embed_source(source, "enroll", work, preview_side)
+            except ApiError as exc:
+                raise exc.prefixed(f"tracklets[{index}]") from exc
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(i, source)) for i, source in enumerate(sources)]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 @router.get(
@@ -238,7 +278,10 @@ async def get_thumbnail(
     dependencies=[CAN_WRITE],
     summary="Delete one tracklet",
 )
-async def delete_tracklet(runtime: RuntimeDep, tracklet_id: str) -> DeletedTracklet:
+async def delete_tracklet(
+    request: Request, runtime: RuntimeDep, tracklet_id: str
+) -> DeletedTracklet:
     if not await anyio.to_thread.run_sync(runtime.gallery.delete_tracklet, tracklet_id):
         raise ApiError(404, "tracklet_not_found", f"tracklet {tracklet_id!r} is not enrolled")
+    audit(request, "delete_tracklet", tracklet_id=tracklet_id)
     return DeletedTracklet(tracklet_id=tracklet_id, deleted=True)
