@@ -41,8 +41,23 @@ def _training_info_from_checkpoint(path: Path, state: Mapping[str, Any]) -> dict
         "iterations": state.get("iteration"),
         "epochs": state.get("epoch"),
         "checkpoint": str(path),
+        "terms": _terms_from_checkpoint(state, config),
         "config": config,
     }
+
+
+def _terms_from_checkpoint(state: Mapping[str, Any], config: Mapping[str, Any]) -> list[dict]:
+    from training.sources import Source
+    from training.terms import training_terms
+
+    recorded = state.get("training_data") or [{"source": state.get("dataset") or "unknown:?"}]
+    sources = []
+    for entry in recorded:
+        try:
+            sources.append(Source.parse(str(entry["source"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # a checkpoint from before sources were recorded: nothing to name
+    return training_terms(sources, bool(config.get("pretrained")), config.get("init_from"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

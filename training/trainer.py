@@ -30,6 +30,7 @@ from training.sampling import (
 )
 from training.sequences import load_sequences
 from training.sources import check_held_out, training_set, validation_protocol
+from training.terms import training_terms
 from training.train import TrainResult, learning_rate, losses_summary
 
 
@@ -450,6 +451,7 @@ class Trainer:
             "split": config.split,
             "training_data": self.data.summary,
             "validation_data": getattr(self, "val_source", None),
+            "terms": training_terms(config.training_sources(), config.pretrained, config.init_from),
             "command": config.command or "train_model(...)",
             "metrics": metrics,
             "iterations": result.iterations,
