@@ -332,6 +332,7 @@ def test_cli_exports_a_checkpoint_with_its_training_record(
         tmp_path / "best.pt",
         ASTPN("aspn", num_identities=4),
         dataset="synthetic",
+        training_data=[{"source": "synthetic:data/synthetic:part=train", "identities": 4}],
         iteration=10,
         validations=[
             {"iteration": 5, "ranks": {"rank1": 0.4}, "mAP": 0.3, "role_table": {}},
@@ -365,3 +366,6 @@ def test_cli_exports_a_checkpoint_with_its_training_record(
     assert card["training"]["dataset"] == "synthetic"
     assert card["training"]["command"] == "python -m training train --dataset synthetic"
     assert card["training"]["metrics"] == {"iteration": 10, "ranks": {"rank1": 0.6}, "mAP": 0.5}
+    assert [entry["data"] for entry in card["training"]["terms"]] == ["synthetic:data/synthetic"]
+    weights = torch.load(onnx_path.with_suffix(".pt"), weights_only=False)  # for --init-from
+    assert weights["card"] == "model" and weights["variant"] == "aspn"

@@ -41,6 +41,8 @@ def _training_info_from_checkpoint(path: Path, state: Mapping[str, Any]) -> dict
         "iterations": state.get("iteration"),
         "epochs": state.get("epoch"),
         "checkpoint": str(path),
+        "training_data": state.get("training_data"),
+        "validation_data": state.get("validation_data"),
         "terms": _terms_from_checkpoint(state, config),
         "config": config,
     }
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from model.network import ASTPN
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint import load_checkpoint, save_checkpoint
     from training.export import check_against_torch, export_onnx
 
     command = shlex.join(["python", "-m", "training", *sys.argv[1:]])
@@ -179,6 +181,11 @@ def run(args: argparse.Namespace) -> int:
     )
     checks = check_against_torch(onnx_path, model.cpu().eval())
     print(f"wrote {onnx_path} and its card {card_path_for(onnx_path)}")
+    if not args.random_init:  # the same weights for --init-from, as a training run's export
+        weights = save_checkpoint(
+            onnx_path.with_suffix(".pt"), model, weights_only=True, card=onnx_path.stem
+        )
+        print(f"wrote {weights} (weights for fine-tuning with --init-from)")
     print(f"roles: enroll={roles['enroll']} query={roles['query']}")
     for provider, result in checks.items():
         verdict = f"max |onnx - torch| = {result:.2e}" if isinstance(result, float) else result
