@@ -25,9 +25,10 @@ from pathlib import Path
 import httpx
 
 from bench.hostile import Hostile, b64, heavy_corpus, person_jpeg
-from bench.server import ROOT, ServiceProcess
+from bench.server import ServiceProcess
+from service.settings import DEFAULT_MODEL_PATH
 
-DEFAULT_MODEL = ROOT / "model" / "weights" / "astpn-synthetic.onnx"
+DEFAULT_MODEL = DEFAULT_MODEL_PATH
 MiB = 1024 * 1024
 
 

@@ -29,7 +29,7 @@ MiB = 1024 * 1024
 
 #: Where ``python -m training export`` writes the default model (inside the installed package, so
 #: ``pip install .`` ships it as package data).
-DEFAULT_MODEL_PATH = Path(model.__file__).resolve().parent / "weights" / "astpn-synthetic.onnx"
+DEFAULT_MODEL_PATH = Path(model.__file__).resolve().parent / "weights" / "astpn-cuhk03.onnx"
 
 CommaList = Annotated[list[str], NoDecode]
 

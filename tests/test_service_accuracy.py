@@ -1,6 +1,7 @@
-"""The shipped default model, served as a user starts it (``reid-serve``, the on-disk gallery):
-enroll camera-2 tracklets of persons it never saw in training, query with their camera-1
-tracklets, restart, delete.
+"""The shipped synthetic model (``astpn-synthetic``, the default before 2.0), served as a user
+starts it (``reid-serve``, the on-disk gallery): enroll camera-2 tracklets of persons it never saw
+in training, query with their camera-1 tracklets, restart, delete. The default model, trained on
+real people, is measured on real people in ``test_service_accuracy_real.py``; its card here.
 
 The persons are synthetic identities far beyond the 300 of the training set (same generator,
 fresh seeds of appearance, gait and lengths), so this measures the model, not memory.
@@ -19,6 +20,7 @@ from model.card import load_card
 from service.settings import DEFAULT_MODEL_PATH
 from training.synthetic import synthesize_tracklet
 
+SYNTHETIC_MODEL = DEFAULT_MODEL_PATH.with_name("astpn-synthetic.onnx")
 IDENTITIES = range(5001, 5025)  # 24 persons the model was not trained on
 FRAMES = 32
 
@@ -34,7 +36,7 @@ def tracklet_files(identity: int, camera: int) -> list[tuple[str, tuple[str, byt
 @pytest.fixture(scope="module")
 def shipped_service(tmp_path_factory: pytest.TempPathFactory):
     data = tmp_path_factory.mktemp("accuracy") / "data"
-    server = ServiceProcess(DEFAULT_MODEL_PATH, data, entry="reid-serve").start()
+    server = ServiceProcess(SYNTHETIC_MODEL, data, entry="reid-serve").start()
     yield server
     server.stop()
 
@@ -53,15 +55,26 @@ def rank1(client: httpx.Client, rerank: int) -> tuple[float, dict[int, list[str]
     return float(np.mean(hits)), rankings
 
 
-def test_shipped_model_card_describes_it() -> None:
-    card = load_card(DEFAULT_MODEL_PATH.with_suffix(".json"))
+def test_synthetic_model_card_describes_it() -> None:
+    card = load_card(SYNTHETIC_MODEL.with_suffix(".json"))
     assert card["variant"] == "astpn" and card["training"]["dataset"] == "synthetic"
     assert card["pair_scorer"] is not None
     assert "rank1" in json.dumps(card["training"]["metrics"])
 
 
+def test_default_model_card_names_its_real_training_data_and_their_terms() -> None:
+    card = load_card(DEFAULT_MODEL_PATH.with_suffix(".json"))
+    training = card["training"]
+    assert card["variant"] == "astpn" and "cuhk03" in training["dataset"]
+    assert "test_identities=200" in training["dataset"]  # the 200 held-out persons stayed out
+    terms = {entry["data"]: entry["terms"] for entry in training["terms"]}
+    assert any("cuhk03" in data and "non-commercial" in text for data, text in terms.items())
+    assert any("ImageNet" in data for data in terms)
+    assert DEFAULT_MODEL_PATH.with_suffix(".pt").is_file()  # the weights for --init-from
+
+
 @pytest.mark.slow
-def test_shipped_model_finds_unseen_persons_across_cameras(
+def test_synthetic_model_finds_unseen_persons_across_cameras(
     shipped_service: ServiceProcess,
 ) -> None:
     with shipped_service.client() as client:

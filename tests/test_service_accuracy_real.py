@@ -24,10 +24,10 @@ pytestmark = pytest.mark.slow
 
 CUHK03 = Path(os.environ.get("REID_CUHK03_ROOT", ROOT.parent / "shared" / "data" / "cuhk03"))
 HELD_OUT = 200
-#: The shipped model's rank-1 on these persons through `python -m training evaluate --onnx` is
-#: in its card; through HTTP it must be the same ranking, so the bar sits just below it and far
+#: The shipped model's rank-1 on these persons is 65.5 % through `python -m training evaluate
+#: --onnx` and through HTTP alike (the card's metrics); the bar sits a little below it and far
 #: above the colour histogram (7.5 %).
-MIN_RANK1 = 0.40
+MIN_RANK1 = 0.60
 
 
 def _held_out_split():

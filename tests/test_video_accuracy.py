@@ -4,8 +4,9 @@ served as a user starts it (``reid-serve``), through ``ReidClient``.
 Eight persons the model never saw (generator seed 1: new persons *and* new camera sites) walk
 through camera 1's view (an .mp4) and camera 2's (an .avi). Camera 1's tracks are enrolled, camera
 2's are queried. The cut itself is checked without any model in ``test_video_units.py``; here the
-bounds are on what the model makes of it, set well below what it scores (7 of 8 at rank 1,
-8 of 8 in the top 3) and far above chance (1 and 3 of 8).
+bounds are on what the model makes of it, set well below what it scores (the default model,
+trained on real people and never on these renders: 6 of 8 at rank 1, 8 of 8 in the top 3; the
+synthetic model 7 and 8 of 8) and far above chance (1 and 3 of 8).
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Export one Siamese branch of a trained ASTPN, self-paired, to ONNX with its model card.
 
-The graph maps ``frames`` float32 (B, T, 5, 56, 40), B and T dynamic, to the self-pairing outputs
+The graph maps ``frames`` float32 (B, T, C, H, W), B and T dynamic, C, H and W as the model's
+input spec (:mod:`model.preprocessing`) and its card say, to the self-pairing outputs
 (``embedding_probe``, ``embedding_gallery``, ``attention_probe``, ``attention_gallery``,
 ``features``). It is produced by ``torch.export`` + the dynamo ONNX exporter; the recurrent layer
 turns into an ONNX ``Scan`` (see ``model/network.py``), so one file serves any tracklet length.
 Every export is checked: ``onnx.checker`` and ONNX Runtime against PyTorch on a random input.
 
-``python -m training export --checkpoint runs/x/best.pt --out model/weights/astpn-synthetic.onnx``
+``python -m training export --checkpoint runs/x/best.pt --out model/weights/astpn-cuhk03.onnx``
 (the command itself: ``training/export_command.py``)
 """
 
