@@ -1,10 +1,11 @@
-"""The shipped synthetic model (``astpn-synthetic``, the default before 2.0), served as a user
-starts it (``reid-serve``, the on-disk gallery): enroll camera-2 tracklets of persons it never saw
-in training, query with their camera-1 tracklets, restart, delete. The default model, trained on
-real people, is measured on real people in ``test_service_accuracy_real.py``; its card here.
+"""The shipped models on synthetic people, served as a user starts them (``reid-serve``, the
+on-disk gallery): enroll camera-2 tracklets of persons they never saw in training, query with
+their camera-1 tracklets, restart, delete. The default model (trained on real people; measured on
+real people in ``test_service_accuracy_real.py``) and the synthetic model (``astpn-synthetic``,
+the default before 2.0, trained on these renders) both run it; their cards are checked here.
 
-The persons are synthetic identities far beyond the 300 of the training set (same generator,
-fresh seeds of appearance, gait and lengths), so this measures the model, not memory.
+The persons are synthetic identities far beyond the 300 of the synthetic training set (same
+generator, fresh seeds of appearance, gait and lengths), so this measures the model, not memory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from service.settings import DEFAULT_MODEL_PATH
 from training.synthetic import synthesize_tracklet
 
 SYNTHETIC_MODEL = DEFAULT_MODEL_PATH.with_name("astpn-synthetic.onnx")
-IDENTITIES = range(5001, 5025)  # 24 persons the model was not trained on
+IDENTITIES = range(5001, 5025)  # 24 persons the models were not trained on
+#: Rank-1 bars, set below what each model scores here (of 24; chance is 1), with and without
+#: re-scoring: the synthetic model 18, the default model 13 (it never saw a rendered person).
+MODELS = {"default": (DEFAULT_MODEL_PATH, 0.4), "synthetic": (SYNTHETIC_MODEL, 0.6)}
 FRAMES = 32
 
 
@@ -33,11 +37,12 @@ def tracklet_files(identity: int, camera: int) -> list[tuple[str, tuple[str, byt
     ]
 
 
-@pytest.fixture(scope="module")
-def shipped_service(tmp_path_factory: pytest.TempPathFactory):
-    data = tmp_path_factory.mktemp("accuracy") / "data"
-    server = ServiceProcess(SYNTHETIC_MODEL, data, entry="reid-serve").start()
-    yield server
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def shipped_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    model, bar = MODELS[request.param]
+    data = tmp_path_factory.mktemp(f"accuracy-{request.param}") / "data"
+    server = ServiceProcess(model, data, entry="reid-serve").start()
+    yield server, bar
     server.stop()
 
 
@@ -74,10 +79,11 @@ def test_default_model_card_names_its_real_training_data_and_their_terms() -> No
 
 
 @pytest.mark.slow
-def test_synthetic_model_finds_unseen_persons_across_cameras(
-    shipped_service: ServiceProcess,
+def test_shipped_models_find_unseen_synthetic_persons_across_cameras(
+    shipped_service: tuple[ServiceProcess, float],
 ) -> None:
-    with shipped_service.client() as client:
+    service, min_rank1 = shipped_service
+    with service.client() as client:
         for identity in IDENTITIES:
             response = client.post(
                 "/tracklets",
@@ -86,15 +92,13 @@ def test_synthetic_model_finds_unseen_persons_across_cameras(
             )
             assert response.status_code == 201, response.text
         accuracy, rankings = rank1(client, rerank=0)
-        # Chance is 1/24; a clear majority must be right at rank 1 (the shipped model gets 18/24
-        # here, with and without re-scoring).
-        assert accuracy >= 0.6, rankings
+        assert accuracy >= min_rank1, (accuracy, rankings)
         reranked, _ = rank1(client, rerank=10)
-        assert reranked >= 0.6
+        assert reranked >= min_rank1, reranked
 
-    shipped_service.stop()
-    shipped_service.start()
-    with shipped_service.client() as client:
+    service.stop()
+    service.start()
+    with service.client() as client:
         assert client.get("/readyz").json()["gallery"]["count"] == len(IDENTITIES)
         after, after_rankings = rank1(client, rerank=0)
         assert after_rankings == rankings and after == accuracy
