@@ -157,7 +157,8 @@ class Settings(BaseSettings):
         256,
         gt=0,
         description="Frames being decoded, preprocessed and embedded at once, all requests "
-        "together (about 0.35 MB each to preprocess and 0.5 MB each embedded).",
+        "together (what a frame costs depends on the model's input size; the memory bound "
+        "under attack is measured with the default model).",
     )
     admission_wait_s: float = Field(
         10.0,
