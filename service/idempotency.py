@@ -26,7 +26,6 @@ import hashlib
 import inspect
 import json
 import re
-import sqlite3
 import threading
 import time
 import uuid
@@ -41,6 +40,7 @@ from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from service import durable_sqlite
 from service.gallery import Gallery, TrackletExists, TrackletRecord
 from service.schemas import ApiError
 from service.security import API_KEY_HEADER
@@ -128,12 +128,9 @@ class IdempotencyStore:
     """First answers by (scope, key). Thread-safe; every write is durable before it returns."""
 
     def __init__(self, path: Path, ttl_s: float) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = durable_sqlite.connect(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS answers (scope TEXT NOT NULL, key TEXT NOT NULL, "
             "route TEXT NOT NULL, fingerprint TEXT NOT NULL, status INTEGER NOT NULL, "

@@ -11,7 +11,6 @@ restarts. A job still running when the process dies is gone: its client re-sends
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from service import durable_sqlite
 from service.schemas import ApiError
 from service.video_schemas import JobError, VideoJob
 
@@ -65,12 +65,9 @@ class JobStore:
     """Finished jobs, by id, as JSON."""
 
     def __init__(self, path: Path, ttl_s: float) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = durable_sqlite.connect(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, body TEXT NOT NULL, "
             "finished REAL NOT NULL)"
