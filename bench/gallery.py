@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bench.common import Context, Timing, ms
+from bench.common import Context, Timing, backend_case, ms
 from bench.report import PartResult, Table
 
 TOP_K = 10
@@ -318,9 +318,10 @@ def backend_missing(backend: str) -> str | None:
     """Why ``backend`` cannot be measured here, or None."""
     from service.backends import BACKENDS
 
-    if backend not in BACKENDS:
+    name, _ = backend_case(backend)
+    if name not in BACKENDS:
         return f"unknown backend {backend!r}; known: {sorted(BACKENDS)}"
-    return BACKENDS[backend].missing()
+    return BACKENDS[name].missing()
 
 
 # ----------------------------------------------------------------------- memory and reopening
@@ -362,10 +363,11 @@ def reopen_probe(backend: str, location: str, version: str, dim: int) -> dict[st
     from service.backends import get_backend
     from service.gallery import ModelSignature
 
-    backend_class = get_backend(backend).gallery_class()
+    name, options = backend_case(backend)
+    backend_class = get_backend(name).gallery_class()
     before = tree_rss_bytes()
     t0 = time.perf_counter()
-    gallery = backend_class(location, ModelSignature(version, dim))
+    gallery = backend_class(location, ModelSignature(version, dim), **options)
     load_s = time.perf_counter() - t0
     gallery.search(np.zeros(dim, np.float32), TOP_K)  # a lazily built index is built now
     first_search_s = time.perf_counter() - t0 - load_s
@@ -452,8 +454,9 @@ def measure_backend(
     count = len(data.embeddings)
     singles = min(20 if not config.quick else 5, count // 2)
     # Each backend's own default place, with the scratch folder as the data directory.
-    location = get_backend(backend).default_location(folder)
-    gallery = get_backend(backend).open(str(location), signature)
+    name, options = backend_case(backend)
+    location = get_backend(name).default_location(folder)
+    gallery = get_backend(name).open(str(location), signature, **options)
     try:
         bulk_s = prefill(
             gallery,
@@ -803,7 +806,12 @@ def run(context: Context) -> PartResult:
         "serialised index divided by the vectors (the gallery backends keep ids and metadata "
         "on top of this)."
     )
+    from bench.gallery_scale import scale_table
+
+    extrapolated, raw["extrapolated_10m"] = scale_table(raw["backends"])
     part.tables = [backends_table, search_table, index_table, stats_table]
+    if extrapolated.rows:
+        part.tables.insert(2, extrapolated)
     part.raw = raw
     part.seconds = time.perf_counter() - started
     return part
