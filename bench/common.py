@@ -56,6 +56,7 @@ class BenchConfig:
     backend_max_sizes: dict[str, int] = field(default_factory=dict)
     gallery_queries: int = 200
     gallery_budget_s: float = 60.0  # per timed search measurement of one backend and size
+    index_comparison: bool = True  # the raw FAISS exact vs HNSW vs IVF table
     # http
     http_gallery_size: int = 100_000
     concurrency: Sequence[int] = FULL_CONCURRENCY

@@ -760,7 +760,7 @@ def run(context: Context) -> PartResult:
                 if burst is None:
                     skipped_bursts.append(f"{backend} at {count:,}".replace(",", " "))
             raw["backends"].append({**summary, "modes": _strip(modes)})
-        index_rows = _faiss_rows(data, exact, repeats)
+        index_rows = _faiss_rows(data, exact, repeats) if config.index_comparison else []
         for row in index_rows:
             one, batch = row["_timings"]
             index_table.add(
@@ -810,6 +810,9 @@ def run(context: Context) -> PartResult:
 
     extrapolated, raw["extrapolated_10m"] = scale_table(raw["backends"])
     part.tables = [backends_table, search_table, index_table, stats_table]
+    if not config.index_comparison:
+        part.tables.remove(index_table)
+        part.notes.append("Raw FAISS index comparison skipped (--no-index-comparison).")
     if extrapolated.rows:
         part.tables.insert(2, extrapolated)
     part.raw = raw
