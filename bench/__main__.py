@@ -47,12 +47,14 @@ def _part_runner(name: str) -> Callable[[Context], PartResult]:
         from bench.video import run
     elif name == "peer":
         from bench.peer import run
+    elif name == "query":
+        from bench.query_time import run
     else:
         raise ValueError(f"unknown part {name!r}")
     return run
 
 
-PARTS = ("encoder", "preprocessing", "gallery", "http", "training", "video", "peer")
+PARTS = ("encoder", "preprocessing", "gallery", "http", "training", "video", "peer", "query")
 
 #: Modules the parts import that the base install lacks, and the extra that brings each.
 _EXTRA_OF = {
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training": "pairs/s of the trainer for each variant",
         "video": "video ingestion (decode + crop + preprocess + embed), 1280x720, 10 tracks",
         "peer": "the shipped model vs a frame-wise ImageNet MobileNetV2 peer, same frames",
+        "query": "where one query's time goes: the served timings vs the same work in-process",
     }
     for name, text in helps.items():
         sub.add_parser(name, parents=[common], help=text, description=text)
