@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="gallery: leave out the raw FAISS exact vs HNSW vs IVF table (minutes at 1M)",
     )
     common.add_argument(
+        "--no-rerank-rows",
+        action="store_true",
+        help="gallery: time plain searches only, not re-scoring (which needs a model export)",
+    )
+    common.add_argument(
         "--http-gallery-size",
         type=int,
         help="http: tracklets prefilled into the served gallery (default 100000)",
@@ -278,6 +283,7 @@ def make_config(args: argparse.Namespace, workdir: Path) -> BenchConfig:
         "train_iterations": args.train_iterations,
     }
     config.index_comparison = not args.no_index_comparison
+    config.rerank_rows = not args.no_rerank_rows
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)

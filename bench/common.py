@@ -57,6 +57,7 @@ class BenchConfig:
     gallery_queries: int = 200
     gallery_budget_s: float = 60.0  # per timed search measurement of one backend and size
     index_comparison: bool = True  # the raw FAISS exact vs HNSW vs IVF table
+    rerank_rows: bool = True  # search rows with pair re-scoring (they export a model)
     # http
     http_gallery_size: int = 100_000
     concurrency: Sequence[int] = FULL_CONCURRENCY

@@ -39,10 +39,10 @@ def _linear(measured: list[dict[str, Any]], key: str, target: int) -> float:
     return _through([(float(b["tracklets"]), float(b[key])) for b in measured], target)
 
 
-def _query_p50_s(summary: dict[str, Any]) -> float | None:
+def _query_p50_s(summary: dict[str, Any], key: str = "single") -> float | None:
     for mode in summary.get("modes", []):
-        if mode["mode"].startswith(QUERY_MODE_PREFIX):
-            return float(mode["single"]["median_s"])
+        if mode["mode"].startswith(QUERY_MODE_PREFIX) and key in mode:
+            return float(mode[key]["median_s"])
     return None
 
 
@@ -57,6 +57,7 @@ def extrapolate(backends: list[dict[str, Any]], target: int = TARGET) -> dict[st
         if len(set(sizes)) < 2:
             continue
         latency = [_query_p50_s(b) for b in measured]
+        cpu = [_query_p50_s(b, "single_thread_cpu") for b in measured]
         axis = [math.log10(n) for n in sizes] if scale == "log" else sizes
         at = math.log10(target) if scale == "log" else float(target)
 
@@ -70,6 +71,9 @@ def extrapolate(backends: list[dict[str, Any]], target: int = TARGET) -> dict[st
         if all(value is not None for value in latency):
             points = [(x, float(y)) for x, y in zip(axis, latency, strict=True) if y is not None]
             figures["query_p50_s"] = _through(points, at)
+        if all(value is not None for value in cpu):
+            points = [(x, float(y)) for x, y in zip(axis, cpu, strict=True) if y is not None]
+            figures["query_p50_cpu_s"] = _through(points, at)
         out[case] = figures
     return out
 
@@ -84,6 +88,7 @@ def scale_table(backends: list[dict[str, Any]], target: int = TARGET) -> tuple[T
             "fitted from (tracklets)",
             "search fit",
             "1 query p50 ms (grouped, as /query)",
+            "1 query p50 CPU ms",
             "resident memory GiB (reopen RSS)",
             "start-up s (reopen)",
             "disk GB",
@@ -95,6 +100,7 @@ def scale_table(backends: list[dict[str, Any]], target: int = TARGET) -> tuple[T
             " and ".join(f"{n:,}".replace(",", " ") for n in f["fitted_from"]),
             "linear in log N" if f["search_scale"] == "log" else "linear in N",
             f["query_p50_s"] * 1e3 if "query_p50_s" in f else None,
+            f["query_p50_cpu_s"] * 1e3 if "query_p50_cpu_s" in f else None,
             f["rss_bytes"] / 2**30,
             f["reopen_s"],
             f["disk_bytes"] / 1e9,
