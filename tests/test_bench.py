@@ -135,7 +135,7 @@ def test_http_requests_succeeded_and_server_stopped(report: tuple[str, dict]) ->
     assert recalls["faiss"] == pytest.approx(1.0)
     assert 0.9 <= recalls["faiss-hnsw"] <= 1.0
     assert set(raw["parts"]["gallery"]["raw"]["extrapolated_10m"]) == {"faiss", "faiss-hnsw"}
-    assert raw["parts"]["peer"]["raw"]["ratio"]["network 1 x 16"] > 0
+    assert raw["parts"]["peer"]["raw"]["ratio"]["network 1 x 16, 1 threads"]["cpu"] > 0
     served = raw["parts"]["query"]["raw"]["served"]
     assert served and all(s["total_ms"] <= s["wall_ms"] for s in served)
 
