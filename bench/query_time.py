@@ -1,12 +1,12 @@
-"""Where one query's time goes: the per-request ``timings`` the service returns, next to the
+"""Where one query's time goes: the per-request `timings` the service returns, next to the
 client's wall time and to the same work done in this process.
 
-One client, one request at a time, on the service as deployed (``bench.server.ServiceProcess``,
+One client, one request at a time, on the service as deployed (`bench.server.ServiceProcess`,
 the default model, default settings) with a small gallery (the search is measured at scale by
-the gallery part). Each request is ``POST /query`` with 16 JPEG frames of 128 x 64 as a
+the gallery part). Each request is `POST /query` with 16 JPEG frames of 128 x 64 as a
 multipart upload. The in-process column runs the same stages on the same JPEG bytes here:
-``service.frames.decode_frames``, ``prepare_tracklet`` with the model's input spec and
-``Encoder.embed``, one call at a time.
+`service.frames.decode_frames`, `prepare_tracklet` with the model's input spec and
+`Encoder.embed`, one call at a time.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def _served(model_path: Path, folder: Path, tracklets: list, queries: int) -> li
     from bench.server import ServiceProcess
 
     samples = []
+    folder.mkdir(parents=True, exist_ok=True)
     with ServiceProcess(model_path, folder / "data") as server:
         for i, files in enumerate(tracklets[1:]):
             body = multipart_body({"identity": f"p{i}", "camera": "cam2"}, files, BOUNDARY)
