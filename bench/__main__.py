@@ -45,12 +45,16 @@ def _part_runner(name: str) -> Callable[[Context], PartResult]:
         from bench.training import run
     elif name == "video":
         from bench.video import run
+    elif name == "peer":
+        from bench.peer import run
+    elif name == "query":
+        from bench.query_time import run
     else:
         raise ValueError(f"unknown part {name!r}")
     return run
 
 
-PARTS = ("encoder", "preprocessing", "gallery", "http", "training", "video")
+PARTS = ("encoder", "preprocessing", "gallery", "http", "training", "video", "peer", "query")
 
 #: Modules the parts import that the base install lacks, and the extra that brings each.
 _EXTRA_OF = {
@@ -179,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--backends",
         type=_names(BACKENDS),
-        help="gallery: backends measured through the gallery interface, e.g. faiss,milvus "
-        "(default faiss; milvus runs Milvus Lite in the scratch folder and is skipped with a "
+        help="gallery: backends measured through the gallery interface, e.g. faiss,milvus; "
+        "faiss-hnsw is the faiss backend with REID_FAISS_INDEX=hnsw (default faiss,faiss-hnsw; "
+        "milvus runs Milvus Lite in the scratch folder and is skipped with a "
         "note when the milvus extra is not installed)",
     )
     common.add_argument(
@@ -199,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="gallery: seconds each backend search measurement may take before it stops "
         "early (at least 10 queries; slow backends at 1M would take hours). Default 60",
+    )
+    common.add_argument(
+        "--no-index-comparison",
+        action="store_true",
+        help="gallery: leave out the raw FAISS exact vs HNSW vs IVF table (minutes at 1M)",
+    )
+    common.add_argument(
+        "--no-rerank-rows",
+        action="store_true",
+        help="gallery: time plain searches only, not re-scoring (which needs a model export)",
     )
     common.add_argument(
         "--http-gallery-size",
@@ -241,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         "http": "enroll and query over HTTP with 1/8/32 clients, micro-batching on and off",
         "training": "pairs/s of the trainer for each variant",
         "video": "video ingestion (decode + crop + preprocess + embed), 1280x720, 10 tracks",
+        "peer": "the shipped model vs a frame-wise ImageNet MobileNetV2 peer, same frames",
+        "query": "where one query's time goes: the served timings vs the same work in-process",
     }
     for name, text in helps.items():
         sub.add_parser(name, parents=[common], help=text, description=text)
@@ -265,6 +282,8 @@ def make_config(args: argparse.Namespace, workdir: Path) -> BenchConfig:
         "variants": args.variants,
         "train_iterations": args.train_iterations,
     }
+    config.index_comparison = not args.no_index_comparison
+    config.rerank_rows = not args.no_rerank_rows
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)

@@ -22,7 +22,19 @@ QUICK_ENCODER_SHAPES = ((1, 4), (2, 4))
 FULL_CONCURRENCY = (1, 8, 32)
 QUICK_CONCURRENCY = (1, 2)
 VARIANTS = ("astpn", "atpn", "aspn", "rnncnn")
-BACKENDS = tuple(GALLERY_BACKENDS)
+#: What ``--backends`` may name: the service's gallery backends, and ``faiss-hnsw``, the faiss
+#: backend with its approximate index (REID_FAISS_INDEX=hnsw, default parameters).
+BACKENDS = (*GALLERY_BACKENDS, "faiss-hnsw")
+HNSW_CASE = "faiss-hnsw"
+
+
+def backend_case(name: str) -> tuple[str, dict[str, Any]]:
+    """A ``--backends`` name -> (the service's backend name, its gallery options)."""
+    if name == HNSW_CASE:
+        from service.faiss_index import FaissIndexConfig
+
+        return "faiss", {"index": FaissIndexConfig(kind="hnsw")}
+    return name, {}
 
 
 @dataclass
@@ -38,12 +50,14 @@ class BenchConfig:
     min_seconds: float = 3.0  # per timed configuration
     # gallery
     gallery_sizes: Sequence[int] = FULL_GALLERY_SIZES
-    backends: Sequence[str] = ("faiss",)
+    backends: Sequence[str] = ("faiss", HNSW_CASE)
     # Largest gallery measured per backend, e.g. {"milvus": 100_000}: Milvus Lite holds the
     # whole collection in memory, more than a small machine has at 1M.
     backend_max_sizes: dict[str, int] = field(default_factory=dict)
     gallery_queries: int = 200
     gallery_budget_s: float = 60.0  # per timed search measurement of one backend and size
+    index_comparison: bool = True  # the raw FAISS exact vs HNSW vs IVF table
+    rerank_rows: bool = True  # search rows with pair re-scoring (they export a model)
     # http
     http_gallery_size: int = 100_000
     concurrency: Sequence[int] = FULL_CONCURRENCY

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bench.common import Context, Timing, ms
+from bench.common import Context, Timing, backend_case, ms
 from bench.report import PartResult, Table
 
 TOP_K = 10
@@ -318,9 +318,10 @@ def backend_missing(backend: str) -> str | None:
     """Why ``backend`` cannot be measured here, or None."""
     from service.backends import BACKENDS
 
-    if backend not in BACKENDS:
+    name, _ = backend_case(backend)
+    if name not in BACKENDS:
         return f"unknown backend {backend!r}; known: {sorted(BACKENDS)}"
-    return BACKENDS[backend].missing()
+    return BACKENDS[name].missing()
 
 
 # ----------------------------------------------------------------------- memory and reopening
@@ -362,10 +363,11 @@ def reopen_probe(backend: str, location: str, version: str, dim: int) -> dict[st
     from service.backends import get_backend
     from service.gallery import ModelSignature
 
-    backend_class = get_backend(backend).gallery_class()
+    name, options = backend_case(backend)
+    backend_class = get_backend(name).gallery_class()
     before = tree_rss_bytes()
     t0 = time.perf_counter()
-    gallery = backend_class(location, ModelSignature(version, dim))
+    gallery = backend_class(location, ModelSignature(version, dim), **options)
     load_s = time.perf_counter() - t0
     gallery.search(np.zeros(dim, np.float32), TOP_K)  # a lazily built index is built now
     first_search_s = time.perf_counter() - t0 - load_s
@@ -406,18 +408,26 @@ def _burst(fn: Callable[[int], object], queries: int, repeats: int, budget_s: fl
 
 
 def _single(
-    fn: Callable[[int], object], queries: int, budget_s: float, minimum: int = 10
+    fn: Callable[[int], object],
+    queries: int,
+    budget_s: float,
+    minimum: int = 10,
+    cpu: list[float] | None = None,
 ) -> Timing:
     """One query at a time over the queries, until they or ``budget_s`` run out (at least
-    ``minimum``): a slow backend at 1M tracklets must not take hours."""
+    ``minimum``): a slow backend at 1M tracklets must not take hours. ``cpu`` collects the
+    calling thread's CPU time of each call: unlike wall time it does not grow when other
+    processes hold the CPUs."""
     samples: list[float] = []
     started = time.perf_counter()
     for i in range(queries):
         if len(samples) >= minimum and time.perf_counter() - started > budget_s:
             break
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         fn(i)
         samples.append(time.perf_counter() - t0)
+        if cpu is not None:
+            cpu.append(time.thread_time() - c0)
     return Timing(samples)
 
 
@@ -452,8 +462,9 @@ def measure_backend(
     count = len(data.embeddings)
     singles = min(20 if not config.quick else 5, count // 2)
     # Each backend's own default place, with the scratch folder as the data directory.
-    location = get_backend(backend).default_location(folder)
-    gallery = get_backend(backend).open(str(location), signature)
+    name, options = backend_case(backend)
+    location = get_backend(name).default_location(folder)
+    gallery = get_backend(name).open(str(location), signature, **options)
     try:
         bulk_s = prefill(
             gallery,
@@ -475,7 +486,8 @@ def measure_backend(
 
         features = _features_pool(config.seed + 1, data.queries.shape[1])
         queries = len(data.queries)
-        search_modes = [mode for factory in SEARCH_MODE_FACTORIES for mode in factory(context)]
+        factories = SEARCH_MODE_FACTORIES if config.rerank_rows else [plain_search_modes]
+        search_modes = [mode for factory in factories for mode in factory(context)]
         answers = [
             lambda i, mode=mode: mode.run(gallery, data.queries[i], features[i % FEATURE_POOL])
             for mode in search_modes
@@ -492,7 +504,8 @@ def measure_backend(
             _burst(answers[0], queries, 1, budget)
         modes = []
         for mode, answer in zip(search_modes, answers, strict=True):
-            one = _single(answer, queries, budget)
+            cpu: list[float] = []
+            one = _single(answer, queries, budget, cpu=cpu)
             burst = None
             if one.median * BURST <= budget:
                 burst = _burst(answer, queries, repeats, budget)
@@ -500,8 +513,9 @@ def measure_backend(
                 {
                     "mode": mode.name,
                     "single": one.as_dict(),
+                    "single_thread_cpu": Timing(cpu).as_dict(),
                     "burst": burst.as_dict() if burst else None,
-                    "_timings": (one, burst),
+                    "_timings": (one, burst, Timing(cpu)),
                 }
             )
         recall, recall_queries = _backend_recall(gallery, data, exact, budget)
@@ -661,6 +675,7 @@ def run(context: Context) -> PartResult:
             "queries timed",
             "1 query p50 ms",
             "1 query p95 ms",
+            "1 query p50 CPU ms (calling thread)",
             f"{BURST} queries p50 ms",
             f"{BURST} queries p95 ms",
         ],
@@ -743,7 +758,7 @@ def run(context: Context) -> PartResult:
                 summary["recall_at_10"],
             )
             for mode in modes:
-                one, burst = mode["_timings"]
+                one, burst, cpu_time = mode["_timings"]
                 search_table.add(
                     backend,
                     count,
@@ -751,13 +766,14 @@ def run(context: Context) -> PartResult:
                     len(one.samples),
                     ms(one.median),
                     ms(one.percentile(95)),
+                    ms(cpu_time.median),
                     ms(burst.median) if burst else None,
                     ms(burst.percentile(95)) if burst else None,
                 )
                 if burst is None:
                     skipped_bursts.append(f"{backend} at {count:,}".replace(",", " "))
             raw["backends"].append({**summary, "modes": _strip(modes)})
-        index_rows = _faiss_rows(data, exact, repeats)
+        index_rows = _faiss_rows(data, exact, repeats) if config.index_comparison else []
         for row in index_rows:
             one, batch = row["_timings"]
             index_table.add(
@@ -789,7 +805,11 @@ def run(context: Context) -> PartResult:
         f"{config.gallery_budget_s:g} s ran out first). {BURST} queries: wall time of "
         f"{BURST} `search` calls issued from {BURST_THREADS} threads at once (the service "
         "calls the gallery from a thread pool), median and 95th percentile over repeated "
-        "bursts. Both are measured after one such burst (a running service's state)."
+        "bursts. Both are measured after one such burst (a running service's state). CPU ms: "
+        "the calling thread's CPU time per query (FAISS searches in the calling thread; the "
+        "pair scorer's ONNX Runtime threads in the re-scoring rows are not counted): on a "
+        "machine shared with other jobs it stays near what an idle machine would show as wall "
+        "time, while wall time grows with the waiting."
     )
     if skipped_bursts:
         search_table.notes.append(
@@ -803,7 +823,15 @@ def run(context: Context) -> PartResult:
         "serialised index divided by the vectors (the gallery backends keep ids and metadata "
         "on top of this)."
     )
+    from bench.gallery_scale import scale_table
+
+    extrapolated, raw["extrapolated_10m"] = scale_table(raw["backends"])
     part.tables = [backends_table, search_table, index_table, stats_table]
+    if not config.index_comparison:
+        part.tables.remove(index_table)
+        part.notes.append("Raw FAISS index comparison skipped (--no-index-comparison).")
+    if extrapolated.rows:
+        part.tables.insert(2, extrapolated)
     part.raw = raw
     part.seconds = time.perf_counter() - started
     return part

@@ -17,6 +17,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from service.gallery import Gallery, GalleryError, ModelSignature
 
@@ -66,8 +67,10 @@ class Backend:
             raise BackendUnavailable(reason)
         return getattr(importlib.import_module(self.module), self.class_name)
 
-    def open(self, location: str, signature: ModelSignature) -> Gallery:
-        return self.gallery_class()(location, signature)
+    def open(self, location: str, signature: ModelSignature, **options: Any) -> Gallery:
+        """Open (or create) the gallery; ``options`` are the backend's own keyword arguments
+        (faiss: ``index``, a :class:`service.faiss_index.FaissIndexConfig`)."""
+        return self.gallery_class()(location, signature, **options)
 
     def read_signature(self, location: str) -> ModelSignature | None:
         return self.gallery_class().read_signature(location)
@@ -82,7 +85,7 @@ BACKENDS: dict[str, Backend] = {
             class_name="FaissGallery",
             location_kind="DIR",
             default_location=lambda data_dir: data_dir / "gallery",
-            summary="SQLite + an exact FAISS index",
+            summary="SQLite + a FAISS index, exact or HNSW (REID_FAISS_INDEX)",
         ),
         Backend(
             name="milvus",
@@ -109,9 +112,10 @@ def get_backend(name: str) -> Backend:
         ) from None
 
 
-def open_gallery(backend: str, location: str, signature: ModelSignature) -> Gallery:
-    """Open (or create) the ``backend`` gallery at ``location`` (see :data:`BACKENDS`)."""
-    return get_backend(backend).open(location, signature)
+def open_gallery(backend: str, location: str, signature: ModelSignature, **options: Any) -> Gallery:
+    """Open (or create) the ``backend`` gallery at ``location`` (see :data:`BACKENDS`), with
+    the backend's own ``options`` (the settings' :meth:`gallery_options`)."""
+    return get_backend(backend).open(location, signature, **options)
 
 
 def read_signature(backend: str, location: str) -> ModelSignature | None:

@@ -1,15 +1,16 @@
 """The default gallery backend: SQLite is the source of truth, FAISS the search index.
 
 SQLite (WAL journal, ``synchronous=FULL``) holds every tracklet: metadata, the embedding, the
-per-step features (float16) and the attention. An exact FAISS index (``IndexIDMap2`` over
-``IndexFlatL2``) over the embeddings is rebuilt from it at start, so the index never has to be
-saved and can never disagree with the database after a crash: whatever SQLite committed is what
-the next start indexes.
+per-step features (float16) and the attention. A FAISS index over the embeddings (exact by
+default, HNSW with ``REID_FAISS_INDEX=hnsw``: :mod:`service.faiss_index`) is rebuilt from it at
+start, so the index never has to be saved and can never disagree with the database after a
+crash: whatever SQLite committed is what the next start indexes.
 
 Ordering keeps the two consistent while running: an add commits to SQLite first and only then
 enters FAISS (if FAISS fails the rows are deleted again); a delete commits first and then removes
 the ids from FAISS. Searches map FAISS ids through an in-memory table of live rows, so a deleted
-tracklet can never be returned even for an instant.
+tracklet can never be returned even for an instant (the HNSW index also skips its tombstones
+inside FAISS, so they take no place in an answer).
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import faiss
 import numpy as np
 
+from service.faiss_index import FaissIndexConfig, make_index
 from service.faiss_store import (
     INSERT,
     INSERT_THUMBNAIL,
@@ -76,9 +76,15 @@ class _Live:
 
 
 class FaissGallery(Gallery):
-    """SQLite + exact FAISS gallery in ``directory`` (created if missing)."""
+    """SQLite + FAISS gallery in ``directory`` (created if missing); ``index`` chooses the
+    FAISS index (exact by default)."""
 
-    def __init__(self, directory: str | Path, signature: ModelSignature) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        signature: ModelSignature,
+        index: FaissIndexConfig | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.signature = signature
@@ -96,13 +102,11 @@ class FaissGallery(Gallery):
             self._db.executescript(SCHEMA)
             self._check_signature()
             self._live: dict[int, _Live] = {}
-            self._cpu_index = faiss.IndexIDMap2(faiss.IndexFlatL2(signature.embedding_size))
+            self._index = make_index(index or FaissIndexConfig(), signature.embedding_size)
             self._load_index()
         except BaseException:
             self._db.close()
             raise
-        self._gpu = self._gpu_resources()
-        self._gpu_index: Any = None  # a replica of the CPU index, rebuilt lazily after deletes
         log.info("gallery at %s: %s", self.directory, self.index_description)
 
     # ------------------------------------------------------------------------------ setup
@@ -160,41 +164,13 @@ class FaissGallery(Gallery):
             return
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         vectors = np.frombuffer(b"".join(row[4] for row in rows), dtype=np.float32)
-        self._cpu_index.add_with_ids(vectors.reshape(len(rows), -1), ids)
+        self._index.add(ids, vectors.reshape(len(rows), -1))
         self._live = {row[0]: _Live(row[1], row[2], row[3]) for row in rows}
-
-    @staticmethod
-    def _gpu_resources() -> Any:
-        """FAISS GPU resources when this FAISS build has GPU support and sees a GPU."""
-        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
-            return None
-        try:
-            return faiss.StandardGpuResources()
-        except Exception:  # a broken driver must not stop the service: the CPU index works
-            log.warning("FAISS sees a GPU but cannot use it; searching on the CPU", exc_info=True)
-            return None
-
-    def _search_index(self, filtering: bool) -> Any:
-        """The index to search: the GPU replica for unfiltered searches when there is a GPU
-        (GPU flat indexes support neither ID selectors nor removal, so filtered searches and all
-        mutations use the CPU index, and the replica is re-copied after a delete)."""
-        if self._gpu is None or filtering:
-            return self._cpu_index
-        if self._gpu_index is None:
-            try:
-                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu, 0, self._cpu_index)
-            except Exception:
-                log.warning("copying the index to the GPU failed; searching on the CPU")
-                self._gpu = None
-                return self._cpu_index
-        return self._gpu_index
 
     @property
     def index_description(self) -> str:
-        device = "gpu" if self._gpu is not None else "cpu"
         with self._lock:
-            total = self._cpu_index.ntotal
-        return f"faiss IndexIDMap2(IndexFlatL2) exact ({device}), {total} vectors"
+            return self._index.describe()
 
     # ---------------------------------------------------------------------------- writes
 
@@ -221,13 +197,10 @@ class FaissGallery(Gallery):
             ids = np.asarray(row_ids, dtype=np.int64)
             vectors = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in records])
             try:
-                self._cpu_index.add_with_ids(vectors, ids)
-                if self._gpu_index is not None:
-                    self._gpu_index.add_with_ids(vectors, ids)
+                self._index.add(ids, vectors)
             except Exception as exc:
                 # Keep "nothing stored" true: take the committed rows back out.
-                self._cpu_index.remove_ids(faiss.IDSelectorBatch(ids))
-                self._gpu_index = None
+                self._index.remove(ids)
                 with self._transaction():
                     self._db.executemany(
                         "DELETE FROM tracklets WHERE row_id = ?", [(i,) for i in row_ids]
@@ -257,8 +230,7 @@ class FaissGallery(Gallery):
             if ids:
                 for row_id in ids:
                     self._live.pop(row_id, None)
-                self._cpu_index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, np.int64)))
-                self._gpu_index = None
+                self._index.remove(np.asarray(ids, np.int64))
             return len(ids)
 
     def delete_tracklet(self, tracklet_id: str) -> bool:
@@ -282,23 +254,21 @@ class FaissGallery(Gallery):
             return []
         filtering = is_filtering(filters)
         with self._lock:
-            params = None
-            candidates = self._cpu_index.ntotal
+            allowed = None
+            candidates = len(self._live)
             if filtering and filters is not None:
                 allowed = self._allowed_ids(filters)
                 candidates = len(allowed)
-                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
             if candidates == 0:
                 return []
-            index = self._search_index(filtering)
             # Grouping needs more than top_k tracklets to find top_k identities: start with a
             # few per identity and grow until enough identities, the range, or the end is hit.
             k = min(candidates, top_k if not group_by_identity else max(4 * top_k, 32))
             limit = squared_limit(max_distance)
             while True:
-                distances, ids = index.search(query, k, params=params)
+                distances, ids = self._index.search(query, k, allowed)
                 matches, exhausted = select_nearest(
-                    self._ranked(distances[0], ids[0]),
+                    self._ranked(distances, ids),
                     top_k,
                     group_by_identity=group_by_identity,
                     limit=limit,
@@ -442,4 +412,4 @@ class FaissGallery(Gallery):
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            self._gpu_index = None
+            self._index.close()

@@ -90,7 +90,7 @@ def open_settings_gallery(settings: Settings, encoder: Encoder) -> Gallery:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     signature = ModelSignature(version=encoder.version, embedding_size=encoder.embedding_size)
     try:
-        return open_gallery(backend, location, signature)
+        return open_gallery(backend, location, signature, **settings.gallery_options())
     except GalleryModelMismatch as exc:
         raise StartupError(
             f"the {backend} gallery at {location} was built with another model "

@@ -355,6 +355,9 @@ class ThumbnailInfo(BaseModel):
 class GalleryInfo(BaseModel):
     backend: str
     count: int
+    index: str = Field(
+        description="The gallery's search index, e.g. the FAISS index REID_FAISS_INDEX chose."
+    )
     thumbnails: ThumbnailInfo
 
 

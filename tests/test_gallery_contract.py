@@ -1,6 +1,8 @@
 """The gallery contract (service/gallery.py), one suite run on both backends.
 
-``faiss`` opens a SQLite + FAISS gallery in a temporary directory; ``milvus`` opens a collection of
+``faiss`` opens a SQLite + FAISS gallery in a temporary directory, with the exact index and, as
+``faiss-hnsw``, with the approximate HNSW index (REID_FAISS_INDEX=hnsw; on these small galleries
+its answers are exact, so the same expectations hold); ``milvus`` opens a collection of
 its own in a Milvus Lite path shared by the module (one embedded server for the whole module, kept
 running by one open gallery, so each test only pays for its collection). Tests that must see data
 come back from disk (reopening, a killed process) use a Milvus Lite path of their own, so closing
@@ -26,8 +28,9 @@ import numpy as np
 import pytest
 from service_fixtures import MILVUS_MISSING, requires_milvus
 
-from service.backends import read_signature
+from service import backends
 from service.faiss_gallery import FaissGallery
+from service.faiss_index import FaissIndexConfig
 from service.gallery import (
     Gallery,
     GalleryError,
@@ -48,6 +51,17 @@ T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[1]
 
 OpenGallery = Callable[..., Gallery]
+
+#: The test cases of the ``backend`` fixture: registry name and the gallery's own options.
+BACKEND_CASES: dict[str, tuple[str, dict]] = {
+    "faiss": ("faiss", {}),
+    "faiss-hnsw": ("faiss", {"index": FaissIndexConfig(kind="hnsw")}),
+    "milvus": ("milvus", {}),
+}
+
+
+def read_signature(backend: str, location: str) -> ModelSignature | None:
+    return backends.read_signature(BACKEND_CASES[backend][0], location)
 
 
 def make_record(
@@ -133,7 +147,7 @@ def shared_lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     keeper.close()
 
 
-@pytest.fixture(params=["faiss", pytest.param("milvus", marks=requires_milvus)])
+@pytest.fixture(params=["faiss", "faiss-hnsw", pytest.param("milvus", marks=requires_milvus)])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -147,8 +161,10 @@ def open_gallery(
     collection = f"c_{uuid.uuid4().hex}"
 
     def _open(signature: ModelSignature = SIGNATURE) -> Gallery:
-        if backend == "faiss":
-            gallery: Gallery = FaissGallery(tmp_path / "faiss", signature)
+        if backend.startswith("faiss"):
+            gallery: Gallery = FaissGallery(
+                tmp_path / "faiss", signature, **BACKEND_CASES[backend][1]
+            )
         else:
             uri = request.getfixturevalue("shared_lite")
             gallery = MilvusGallery(uri, signature, collection=collection)
@@ -163,13 +179,12 @@ def open_gallery(
 @pytest.fixture
 def own_location(backend: str, tmp_path: Path) -> str:
     """A location of this test's own: closing its last gallery shuts Milvus Lite down."""
-    return str(tmp_path / "faiss") if backend == "faiss" else str(tmp_path / "own.db")
+    return str(tmp_path / "faiss") if backend.startswith("faiss") else str(tmp_path / "own.db")
 
 
 def reopen(backend: str, location: str, signature: ModelSignature = SIGNATURE) -> Gallery:
-    from service.backends import open_gallery
-
-    return open_gallery(backend, location, signature)
+    name, options = BACKEND_CASES[backend]
+    return backends.open_gallery(name, location, signature, **options)
 
 
 # ---------------------------------------------------------------------------------- enrol

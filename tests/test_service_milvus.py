@@ -53,8 +53,10 @@ def test_enroll_query_restart_delete_on_milvus(milvus_service: ServiceProcess) -
         assert ready["gallery"] == {
             "backend": "milvus",
             "count": 0,
+            "index": ready["gallery"]["index"],
             "thumbnails": {"enabled": True, "count": 0, "bytes": None},
         }
+        assert ready["gallery"]["index"].startswith("milvus lite collection")
         alice = enroll(
             client,
             "alice",

@@ -35,6 +35,7 @@ async def readyz(runtime: RuntimeDep, settings: SettingsDep) -> Ready:
     try:
         count = await anyio.to_thread.run_sync(runtime.gallery.count)
         thumbnails = await anyio.to_thread.run_sync(runtime.gallery.thumbnail_stats)
+        index = await anyio.to_thread.run_sync(lambda: runtime.gallery.index_description)
     except Exception as exc:
         raise ApiError(503, "gallery_unavailable", f"the gallery does not answer: {exc}") from exc
     encoder = runtime.encoder
@@ -54,6 +55,7 @@ async def readyz(runtime: RuntimeDep, settings: SettingsDep) -> Ready:
         gallery=GalleryInfo(
             backend=settings.gallery_backend,
             count=count,
+            index=index,
             thumbnails=ThumbnailInfo(
                 enabled=settings.thumbnails, count=thumbnails.count, bytes=thumbnails.bytes
             ),

@@ -1,0 +1,137 @@
+"""Where one query's time goes: the per-request `timings` the service returns, next to the
+client's wall time and to the same work done in this process.
+
+One client, one request at a time, on the service as deployed (`bench.server.ServiceProcess`,
+the default model, default settings) with a small gallery (the search is measured at scale by
+the gallery part). Each request is `POST /query` with 16 JPEG frames of 128 x 64 as a
+multipart upload. The in-process column runs the same stages on the same JPEG bytes here:
+`service.frames.decode_frames`, `prepare_tracklet` with the model's input spec and
+`Encoder.embed`, one call at a time.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.common import Context, time_calls
+from bench.http_load import jpeg_tracklets, multipart_body
+from bench.report import PartResult, Table
+
+ENROLLED = 20
+BOUNDARY = "reidbenchboundary"
+STAGES = ("decode_ms", "preprocess_ms", "embed_ms", "search_ms")
+
+
+def _post(url: str, body: bytes) -> tuple[float, dict[str, Any]]:
+    import json
+
+    request = urllib.request.Request(
+        url,
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        method="POST",
+    )
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    return (time.perf_counter() - t0) * 1e3, answer
+
+
+def _served(model_path: Path, folder: Path, tracklets: list, queries: int) -> list[dict]:
+    """Per query: the client's wall ms and the answer's timings."""
+    from bench.server import ServiceProcess
+
+    samples = []
+    folder.mkdir(parents=True, exist_ok=True)
+    with ServiceProcess(model_path, folder / "data") as server:
+        for i, files in enumerate(tracklets[1:]):
+            body = multipart_body({"identity": f"p{i}", "camera": "cam2"}, files, BOUNDARY)
+            _post(f"{server.url}/tracklets", body)
+        body = multipart_body({"top_k": "10"}, tracklets[0], BOUNDARY)
+        for _ in range(5):  # warm-up: thread pools, ONNX Runtime's first calls
+            _post(f"{server.url}/query", body)
+        for _ in range(queries):
+            wall, answer = _post(f"{server.url}/query", body)
+            samples.append({"wall_ms": wall, **answer["timings"]})
+    return samples
+
+
+def _in_process(model_path: Path, files: list, min_seconds: float) -> dict[str, float]:
+    from model.preprocessing import prepare_tracklet
+    from service.encoder import Encoder
+    from service.frames import EncodedFrame, FrameLimits, decode_frames
+    from service.settings import Settings
+
+    limits = FrameLimits.from_settings(Settings())
+    encoded = [EncodedFrame(name, data) for name, data in files]
+    encoder = Encoder(model_path, use_cuda=False)
+    frames = decode_frames(encoded, limits)
+    x = prepare_tracklet(frames, encoder.spec)
+    return {
+        "decode_ms": time_calls(
+            lambda: decode_frames(encoded, limits), min_seconds=min_seconds
+        ).median
+        * 1e3,
+        "preprocess_ms": time_calls(
+            lambda: prepare_tracklet(frames, encoder.spec), min_seconds=min_seconds
+        ).median
+        * 1e3,
+        "embed_ms": time_calls(lambda: encoder.embed([x], "query"), min_seconds=min_seconds).median
+        * 1e3,
+    }
+
+
+def run(context: Context) -> PartResult:
+    from service.settings import Settings
+
+    config = context.config
+    started = time.perf_counter()
+    model_path = Path(Settings.model_fields["model_path"].default)
+    queries = 20 if config.quick else 200
+    tracklets = jpeg_tracklets(ENROLLED + 1, config.seed)
+    local = _in_process(model_path, tracklets[0], config.min_seconds)
+    samples = _served(model_path, config.workdir / "query-time", tracklets, queries)
+
+    def p50(key: str) -> float:
+        return statistics.median(s[key] for s in samples)
+
+    named = {key: p50(key) for key in STAGES}
+    outside = statistics.median(s["wall_ms"] - s["total_ms"] for s in samples)
+    between = statistics.median(s["total_ms"] - sum(s[k] for k in STAGES) for s in samples)
+    table = Table(
+        f"Where a query's time goes ({model_path.name}, one client, 16 JPEG frames 128 x 64)",
+        ["stage", "served p50 ms", "in this process p50 ms", "served / in process"],
+    )
+    labels = {
+        "decode_ms": "unpack + decode (timings.decode_ms)",
+        "preprocess_ms": "preprocessing (timings.preprocess_ms)",
+        "embed_ms": "network, batching wait included (timings.embed_ms)",
+        "search_ms": f"search, {ENROLLED} tracklets (timings.search_ms)",
+    }
+    for key, label in labels.items():
+        mine = local.get(key)
+        table.add(label, named[key], mine, named[key] / mine if mine else None)
+    table.add(
+        "handler, outside the stages (body parsing, admission, handoffs)", between, None, None
+    )
+    table.add("outside the handler (HTTP, middleware, JSON, client)", outside, None, None)
+    table.add("client wall time", p50("wall_ms"), sum(local.values()), None)
+    table.notes.append(
+        f"{len(samples)} queries after 5 warm-up ones; medians of each column separately (so "
+        "the rows need not add up to the wall time exactly). The in-process column is the same "
+        "work on the same bytes in the benchmark's own process, one call at a time; its wall "
+        "time row is the sum of its three stages."
+    )
+    part = PartResult(
+        name="query",
+        title="8. Where a query's time goes",
+        description=(__doc__ or "").split("\n\n", 1)[1].strip(),
+        tables=[table],
+        raw={"served": samples, "in_process": local, "model": str(model_path)},
+    )
+    part.seconds = time.perf_counter() - started
+    return part
