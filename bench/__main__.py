@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
         "a full `all` run: docs/benchmarks.md; single parts and --quick print only unless given",
     )
     common.add_argument(
+        "--model",
+        default=None,
+        help="model the served parts (http, query, video) run: 'shipped' (the service's "
+        "default model, the default), 'paper' (the paper-sized network, random weights) or an "
+        "exported .onnx file. The encoder, preprocessing and gallery parts always measure the "
+        "paper-sized network",
+    )
+    common.add_argument(
         "--workdir",
         type=Path,
         help="scratch folder for the exported model, galleries and request bodies (a 1M "
@@ -268,6 +276,8 @@ def make_config(args: argparse.Namespace, workdir: Path) -> BenchConfig:
     config = BenchConfig.defaults(args.quick, workdir)
     config.progress = not args.no_progress
     config.seed = args.seed
+    if args.model is not None:
+        config.model = args.model
     overrides = {
         "min_seconds": args.min_seconds,
         "encoder_shapes": args.shapes,

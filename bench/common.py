@@ -45,6 +45,9 @@ class BenchConfig:
     workdir: Path = Path(".")
     progress: bool = True
     seed: int = 0
+    #: The model the served parts (http, query, video) run: "shipped" (the service's default
+    #: model), "paper" (the paper-sized network, randomly initialised) or an exported .onnx path.
+    model: str = "shipped"
     # encoder
     encoder_shapes: Sequence[tuple[int, int]] = FULL_ENCODER_SHAPES
     min_seconds: float = 3.0  # per timed configuration
@@ -117,6 +120,17 @@ class Context:
             export_onnx(network, path, name="astpn-bench", version="bench-random-1")
             self._model_path = path
         return self._model_path
+
+
+    def served_model_path(self) -> Path:
+        """The model the served parts run (``--model``): the shipped default unless told."""
+        if self.config.model == "paper":
+            return self.model_path()
+        if self.config.model == "shipped":
+            from service.settings import DEFAULT_MODEL_PATH
+
+            return DEFAULT_MODEL_PATH
+        return Path(self.config.model)
 
 
 def cuda_available() -> bool:

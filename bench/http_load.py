@@ -205,7 +205,7 @@ def run(context: Context) -> PartResult:
     started = time.perf_counter()
     folder = config.workdir / "http"
     folder.mkdir(parents=True, exist_ok=True)
-    model_path = context.model_path()
+    model_path = context.served_model_path()
     card = load_card(card_path_for(model_path))
     signature = ModelSignature(str(card["version"]), int(card["embedding_size"]))
 

@@ -2,11 +2,11 @@
 client's wall time and to the same work done in this process.
 
 One client, one request at a time, on the service as deployed (`bench.server.ServiceProcess`,
-the default model, default settings) with a small gallery (the search is measured at scale by
-the gallery part). Each request is `POST /query` with 16 JPEG frames of 128 x 64 as a
-multipart upload. The in-process column runs the same stages on the same JPEG bytes here:
-`service.frames.decode_frames`, `prepare_tracklet` with the model's input spec and
-`Encoder.embed`, one call at a time.
+the shipped model unless `--model` says otherwise, default settings) with a small gallery (the
+search is measured at scale by the gallery part). Each request is `POST /query` with 16 JPEG
+frames of 128 x 64 as a multipart upload. The in-process column runs the same stages on the
+same JPEG bytes here: `service.frames.decode_frames`, `prepare_tracklet` with the model's input
+spec and `Encoder.embed`, one call at a time.
 """
 
 from __future__ import annotations
@@ -86,11 +86,9 @@ def _in_process(model_path: Path, files: list, min_seconds: float) -> dict[str, 
 
 
 def run(context: Context) -> PartResult:
-    from service.settings import Settings
-
     config = context.config
     started = time.perf_counter()
-    model_path = Path(Settings.model_fields["model_path"].default)
+    model_path = context.served_model_path()
     queries = 20 if config.quick else 200
     tracklets = jpeg_tracklets(ENROLLED + 1, config.seed)
     local = _in_process(model_path, tracklets[0], config.min_seconds)

@@ -124,7 +124,7 @@ def _served(scene: Scene, model: Path, workdir: Path) -> float:
 def run(context: Context) -> PartResult:
     started = time.perf_counter()
     scene = _scene(context)
-    model = context.model_path()
+    model = context.served_model_path()
     boxes = sum(len(track.boxes) for track in scene.tracks)
     table = Table(
         f"Video ingestion, {scene.width} x {scene.height}, {len(scene.tracks)} tracks",

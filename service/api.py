@@ -18,11 +18,11 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from service.admission import Admission, AdmissionMiddleware
-from service.encoder import ModelLoadError
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.frames import FrameLimits
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from service.onnx_session import ModelLoadError
 from service.openapi import install_openapi
 from service.request_context import RequestContextMiddleware
 from service.routers import health, identities, query, tracklets, ui, videos

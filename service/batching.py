@@ -4,8 +4,10 @@ A single tracklet leaves most of a CPU's (and nearly all of a GPU's) parallelism
 tracklets in one call cost little more than one. With batching on, each tracklet waits at most
 ``wait_ms`` for others *of the same embedded length* (the network cannot mix lengths in a batch
 without padding, which would change attention pooling); the batch runs as soon as it holds
-``max_size`` tracklets or ``max_frames`` frames, or when the wait is over. With batching off, each
-tracklet runs alone. Either way the call runs in a thread pool, never on the event loop.
+``max_size`` tracklets or ``max_frames`` frames, or when the wait is over. A tracklet that
+arrives while no batch is running runs at once (a lone client never waits for company). With
+batching off, each tracklet runs alone. Either way the call runs in a thread pool, never on the
+event loop.
 """
 
 from __future__ import annotations
@@ -54,13 +56,27 @@ class MicroBatcher:
         self._running: set[asyncio.Task[None]] = set()
 
     async def embed(self, tracklet: np.ndarray, role: str) -> Embedded:
-        """Embed one preprocessed tracklet (float32 (T, 5, 56, 40)) for ``role``."""
-        loop = asyncio.get_running_loop()
+        """Embed one preprocessed tracklet (float32 (T, 5, H, W)) for ``role``."""
+        return (await self.embed_many([tracklet], role))[0]
+
+    async def embed_many(self, tracklets: Sequence[np.ndarray], role: str) -> list[Embedded]:
+        """Embed several tracklets of one request; they batch with each other and with others."""
         if not self.enabled:
-            results = await loop.run_in_executor(
-                self.executor, self.encoder.embed, [tracklet], role
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self.executor, self.encoder.embed, list(tracklets), role
             )
-            return results[0]
+        idle = not self._running
+        futures = [self._add(x, role) for x in tracklets]
+        if idle:
+            # Nothing is running: waiting for company would only add latency. Whatever arrives
+            # while this batch runs gathers for the next one.
+            for length in list(self._groups):
+                self._flush(length)
+        return list(await asyncio.gather(*futures))
+
+    def _add(self, tracklet: np.ndarray, role: str) -> asyncio.Future[Embedded]:
+        loop = asyncio.get_running_loop()
         length = self.encoder.embedded_length(tracklet.shape[0])
         group = self._groups.get(length)
         if group is not None and group.frames + length > self.max_frames:
@@ -77,11 +93,7 @@ class MicroBatcher:
         group.frames += length
         if len(group.tracklets) >= self.max_size or group.frames >= self.max_frames:
             self._flush(length)
-        return await future
-
-    async def embed_many(self, tracklets: Sequence[np.ndarray], role: str) -> list[Embedded]:
-        """Embed several tracklets of one request; they batch with each other and with others."""
-        return list(await asyncio.gather(*(self.embed(x, role) for x in tracklets)))
+        return future
 
     def _flush(self, length: int) -> None:
         group = self._groups.pop(length, None)

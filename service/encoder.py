@@ -39,15 +39,11 @@ from model.card import (
     load_card,
     verify_card,
 )
+from service.onnx_session import ArenaPolicy, ModelLoadError, open_session
+
+__all__ = ["Embedded", "Encoder", "ModelLoadError", "frame_attention", "subsample_indices"]
 
 log = logging.getLogger(__name__)
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-
-
-class ModelLoadError(RuntimeError):
-    """The model cannot be served; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -91,35 +87,6 @@ def frame_attention(weights: np.ndarray, num_frames: int) -> np.ndarray:
     return spread_attention(weights, chosen, num_frames)
 
 
-def open_session(path: Path, use_cuda: bool, intra_op_threads: int = 0) -> ort.InferenceSession:
-    """An ONNX Runtime session on CUDA when asked for and offered, else on the CPU; a CUDA
-    session that silently fell back to the CPU is logged."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # ONNX Runtime's CPU arena keeps every chunk it ever grew to: with the 128 x 64 MobileNetV2
-    # model one 128-frame query left it 720 MiB above idle (bench.attack), 345 MiB without it,
-    # for about 6 % more time per 16-frame tracklet.
-    options.enable_cpu_mem_arena = False
-    if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
-    providers = [CPU]
-    if use_cuda and CUDA in ort.get_available_providers():
-        providers = [CUDA, CPU]
-    try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # ONNX Runtime raises its own untyped errors
-        raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
-    if providers[0] == CUDA and session.get_providers()[0] != CUDA:
-        # The wheel offers CUDA, but the session could not get it (driver, libraries).
-        log.warning(
-            "CUDAExecutionProvider is available but the session for %s fell back to %s; "
-            "check the CUDA/cuDNN libraries ONNX Runtime needs",
-            path.name,
-            session.get_providers()[0],
-        )
-    return session
-
-
 class Encoder:
     """One ONNX Runtime session and the model card that vouches for it. Thread-safe."""
 
@@ -130,6 +97,8 @@ class Encoder:
         max_embedded_frames: int = 128,
         use_cuda: bool = True,
         intra_op_threads: int = 0,
+        arena: ArenaPolicy | None = None,
+        spin: bool = False,
         on_run: RunObserver | None = None,
     ) -> None:
         self.model_path = Path(model_path)
@@ -146,7 +115,8 @@ class Encoder:
         # load_card has checked that each role names "probe" or "gallery".
         self.roles: dict[str, str] = {role: str(self.card["roles"][role]) for role in ROLE_NAMES}
         self.available_providers = list(ort.get_available_providers())
-        self.session = open_session(self.model_path, use_cuda, intra_op_threads)
+        self.arena = arena if arena is not None else ArenaPolicy()
+        self.session = open_session(self.model_path, use_cuda, intra_op_threads, self.arena, spin)
         self.provider = self.session.get_providers()[0]
         self._check_signature()
         log.info(
@@ -249,7 +219,8 @@ class Encoder:
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        options = self.arena.run_options(batch.shape[0] * batch.shape[1])
+        values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch}, options)
         if self.on_run is not None:
             self.on_run(
                 batch.shape[0], batch.shape[0] * batch.shape[1], time.perf_counter() - start

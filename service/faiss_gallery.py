@@ -102,8 +102,11 @@ class FaissGallery(Gallery):
             self._db.executescript(SCHEMA)
             self._check_signature()
             self._live: dict[int, _Live] = {}
-            self._index = make_index(index or FaissIndexConfig(), signature.embedding_size)
+            config = index or FaissIndexConfig()
+            self._index = make_index(config, signature.embedding_size)
+            config.use_build_threads()
             self._load_index()
+            config.use_search_threads()
         except BaseException:
             self._db.close()
             raise

@@ -22,10 +22,14 @@ import logging
 log = logging.getLogger(__name__)
 
 # glibc's mallopt parameter numbers (malloc.h).
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 ARENAS = 2
-MMAP_THRESHOLD = 128 * 1024
+MMAP_THRESHOLD = 4 * 1024 * 1024
+# Fixing the mmap threshold also fixes the trim threshold at glibc's 128 KiB: the heap would then
+# hand its top back after nearly every request and fault the same pages in again on the next.
+TRIM_THRESHOLD = 32 * 1024 * 1024
 
 
 def tune_malloc() -> bool:
@@ -33,8 +37,13 @@ def tune_malloc() -> bool:
     Returns whether both took effect (False off glibc)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, ARENAS)) and bool(
-            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        return all(
+            libc.mallopt(parameter, value)
+            for parameter, value in (
+                (_M_ARENA_MAX, ARENAS),
+                (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            )
         )
     except (OSError, AttributeError):
         log.info("not glibc: REID_MALLOC_TUNING has no effect")

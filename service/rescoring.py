@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from model.card import PAIR_SCORER_INPUTS, PAIR_SCORER_OUTPUTS, pair_scorer_path_for
-from service.encoder import ModelLoadError, frame_attention, open_session
+from service.encoder import frame_attention
 from service.gallery import Gallery, Match
+from service.onnx_session import ArenaPolicy, ModelLoadError, open_session
 from service.selection import select_nearest
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,14 @@ class PairScorer:
     """The exported pair scorer of a model: one query against K candidates per call."""
 
     def __init__(
-        self, model_path: Path, card: dict[str, Any], *, use_cuda: bool, intra_op_threads: int
+        self,
+        model_path: Path,
+        card: dict[str, Any],
+        *,
+        use_cuda: bool,
+        intra_op_threads: int,
+        arena: ArenaPolicy | None = None,
+        spin: bool = False,
     ) -> None:
         if not card.get("pair_scorer"):
             raise ModelLoadError(
@@ -55,7 +63,8 @@ class PairScorer:
                 "`python -m training export` to re-score shortlists"
             )
         self.path = pair_scorer_path_for(model_path)
-        self.session = open_session(self.path, use_cuda, intra_op_threads)
+        self.arena = arena if arena is not None else ArenaPolicy()
+        self.session = open_session(self.path, use_cuda, intra_op_threads, self.arena, spin)
         self.provider = self.session.get_providers()[0]
         names = [i.name for i in self.session.get_inputs()]
         if names != list(PAIR_SCORER_INPUTS):
@@ -81,8 +90,10 @@ class PairScorer:
                 strict=True,
             )
         )
+        # The scorer's rows are per-step features: one per frame of the pair.
+        options = self.arena.run_options(int(lengths.sum()) + query.shape[0] * len(candidates))
         distance, query_attention, candidate_attention = self.session.run(
-            list(PAIR_SCORER_OUTPUTS), feeds
+            list(PAIR_SCORER_OUTPUTS), feeds, options
         )
         return (
             distance.astype(np.float64),

@@ -19,6 +19,7 @@ from service.batching import MicroBatcher
 from service.encoder import Encoder
 from service.gallery import Gallery, GalleryError, GalleryModelMismatch, ModelSignature
 from service.metrics import ServiceMetrics
+from service.onnx_session import ArenaPolicy
 from service.rescoring import PairScorer
 from service.settings import Settings
 
@@ -63,6 +64,8 @@ def load_model(settings: Settings, metrics: ServiceMetrics) -> LoadedModel:
         max_embedded_frames=settings.max_embedded_frames,
         use_cuda=settings.use_cuda,
         intra_op_threads=settings.ort_intra_op_threads,
+        arena=ArenaPolicy(settings.ort_arena_frames),
+        spin=settings.ort_spin,
         on_run=metrics.observe_run,
     )
     if not encoder.card.get("pair_scorer"):
@@ -80,6 +83,8 @@ def load_model(settings: Settings, metrics: ServiceMetrics) -> LoadedModel:
         encoder.card,
         use_cuda=settings.use_cuda,
         intra_op_threads=settings.ort_intra_op_threads,
+        arena=ArenaPolicy(settings.ort_arena_frames),
+        spin=settings.ort_spin,
     )
     return LoadedModel(encoder, scorer, rerank_default=settings.rerank)
 

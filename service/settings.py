@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 import model
 from service.backends import BACKENDS, DEFAULT_BACKEND, get_backend
 from service.gallery import MAX_THUMBNAILS
+from service.onnx_session import DEFAULT_ARENA_FRAMES
 from service.thumbnails import ThumbnailConfig
 
 MiB = 1024 * 1024
@@ -80,6 +81,13 @@ class Settings(BaseSettings):
         gt=0,
         description="HNSW: candidate list while searching (higher: better recall, slower "
         "searches; a query needing more results uses more).",
+    )
+    faiss_threads: int = Field(
+        1,
+        gt=0,
+        description="OpenMP threads of each FAISS search (process-wide). One query at a time "
+        "gains nothing from more: OpenMP's hand-offs and spinning cost more than they split "
+        "(docs/service.md, 'Speed settings').",
     )
 
     # -- thumbnails ----------------------------------------------------------------------------
@@ -257,9 +265,21 @@ class Settings(BaseSettings):
     ort_intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose."
     )
+    ort_arena_frames: int = Field(
+        DEFAULT_ARENA_FRAMES,
+        ge=0,
+        description="ONNX Runtime keeps its CPU memory arena between calls (faster); a call on "
+        "more frames than this gives what it grew back afterwards. 0: no arena "
+        "(service/onnx_session.py).",
+    )
+    ort_spin: bool = Field(
+        False,
+        description="Let ONNX Runtime's idle threads spin waiting for work: lower latency where "
+        "cores are to spare; on a small or shared machine they take the CPU other requests need.",
+    )
     malloc_tuning: bool = Field(
         True,
-        description="Cap glibc's malloc arenas at 2 and fix its mmap threshold at 128 KiB, so "
+        description="Cap glibc's malloc arenas at 2 and fix its mmap threshold at 4 MiB, so "
         "that memory freed by a request goes back to the system (service/process_memory.py).",
     )
     use_cuda: bool = Field(
@@ -328,6 +348,7 @@ class Settings(BaseSettings):
                 hnsw_m=self.faiss_hnsw_m,
                 hnsw_ef_construction=self.faiss_hnsw_ef_construction,
                 hnsw_ef_search=self.faiss_hnsw_ef_search,
+                search_threads=self.faiss_threads,
             )
         }
 

@@ -19,9 +19,10 @@ from model.preprocessing import prepare_tracklet
 from service.api import create_app
 from service.backends import open_gallery
 from service.batching import MicroBatcher
-from service.encoder import Encoder, ModelLoadError, spread_attention, subsample_indices
+from service.encoder import Encoder, spread_attention, subsample_indices
 from service.frames import EncodedFrame, FrameLimits, image_size, natural_key, sniff_format
 from service.gallery import ModelSignature
+from service.onnx_session import ModelLoadError
 from service.runtime import StartupError
 from service.schemas import ApiError
 from service.security import ApiKeys, Scope
@@ -254,8 +255,23 @@ def _batched_runs(encoder: Encoder, enabled: bool, tracklets: list[np.ndarray]) 
 def test_micro_batching_groups_equal_lengths(encoder: Encoder) -> None:
     tracklets = _tracklets(3, 3, 3, 3, 3, 3, 5)
     calls = _batched_runs(encoder, True, tracklets)
-    # Six of length 3 with max_size 4 -> batches of 4 and 2; the length-5 one runs alone.
-    assert sorted(calls) == [1, 2, 4]
+    # The first runs at once (nothing was running); of the other five of length 3, max_size 4
+    # makes a batch of 4 and leaves 1; the length-5 one runs alone.
+    assert calls[0] == 1
+    assert sorted(calls) == [1, 1, 1, 4]
+
+
+def test_micro_batching_never_keeps_a_lone_tracklet_waiting(encoder: Encoder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def one() -> float:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(encoder, pool, wait_ms=30_000)
+            start = asyncio.get_running_loop().time()
+            await batcher.embed(_tracklets(3)[0], "query")
+            return asyncio.get_running_loop().time() - start
+
+    assert asyncio.run(one()) < 10.0  # far under the 30 s a waiting batch would take
 
 
 def test_micro_batching_off_runs_each_tracklet_alone(encoder: Encoder) -> None:

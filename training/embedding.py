@@ -69,11 +69,9 @@ def torch_pair_score_fn(model: Any, device: str = "cpu") -> PairScoreFn:
 def onnx_pair_score_fn(onnx_path: str | Path, threads: int | None = None) -> PairScoreFn:
     """Pair distances through the exported pair scorer (``<stem>.pair.onnx``), as served."""
     from model.card import pair_scorer_path_for
-    from service.encoder import open_session
+    from service.onnx_session import ArenaPolicy, open_session
 
-    session = open_session(
-        pair_scorer_path_for(onnx_path), use_cuda=False, intra_op_threads=threads or 0
-    )
+    session = open_session(pair_scorer_path_for(onnx_path), False, threads or 0, ArenaPolicy())
 
     def score(query: np.ndarray, candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         feeds = dict(zip(PAIR_SCORER_INPUTS, (query, candidates, lengths), strict=True))
@@ -119,10 +117,10 @@ def rerank_distances(
 
 def onnx_embed_fn(onnx_path: str | Path, threads: int | None = None) -> EmbedFn:
     """Self-pairing embeddings through an exported model in ONNX Runtime, with the service's
-    own session set-up (``service.encoder.open_session``) on the CPU."""
-    from service.encoder import open_session
+    own session set-up (``service.onnx_session.open_session``) on the CPU."""
+    from service.onnx_session import ArenaPolicy, open_session
 
-    session = open_session(Path(onnx_path), use_cuda=False, intra_op_threads=threads or 0)
+    session = open_session(Path(onnx_path), False, threads or 0, ArenaPolicy())
 
     def embed(x: np.ndarray) -> dict[str, np.ndarray]:
         frames = np.ascontiguousarray(x[None], dtype=np.float32)
