@@ -49,12 +49,24 @@ def _part_runner(name: str) -> Callable[[Context], PartResult]:
         from bench.peer import run
     elif name == "query":
         from bench.query_time import run
+    elif name == "gpu":
+        from bench.gpu import run
     else:
         raise ValueError(f"unknown part {name!r}")
     return run
 
 
-PARTS = ("encoder", "preprocessing", "gallery", "http", "training", "video", "peer", "query")
+PARTS = (
+    "encoder",
+    "preprocessing",
+    "gallery",
+    "http",
+    "training",
+    "video",
+    "peer",
+    "query",
+    "gpu",
+)
 
 #: Modules the parts import that the base install lacks, and the extra that brings each.
 _EXTRA_OF = {
@@ -266,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         "video": "video ingestion (decode + crop + preprocess + embed), 1280x720, 10 tracks",
         "peer": "the shipped model vs a frame-wise ImageNet MobileNetV2 peer, same frames",
         "query": "where one query's time goes: the served timings vs the same work in-process",
+        "gpu": "the encoder on CUDA, FAISS on the GPU and HTTP with both, beside the CPU (run "
+        "it on a GPU machine: `timeout 900 python -m bench gpu --out docs/benchmarks-gpu.md`)",
     }
     for name, text in helps.items():
         sub.add_parser(name, parents=[common], help=text, description=text)

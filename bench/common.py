@@ -121,7 +121,6 @@ class Context:
             self._model_path = path
         return self._model_path
 
-
     def served_model_path(self) -> Path:
         """The model the served parts run (``--model``): the shipped default unless told."""
         if self.config.model == "paper":

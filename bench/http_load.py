@@ -146,6 +146,18 @@ def server_batch_size(before: str, after: str) -> float | None:
     return (s1 - s0) / (c1 - c0) if c1 > c0 else None
 
 
+def server_cpu_cores(before: str, after: str, window_s: float) -> float | None:
+    """CPU cores the server kept busy on average during the window
+    (``process_cpu_seconds_total``)."""
+    found = [
+        re.search(r"^process_cpu_seconds_total ([0-9.eE+-]+)$", text, re.M)
+        for text in (before, after)
+    ]
+    if not all(found) or window_s <= 0:
+        return None
+    return (float(found[1].group(1)) - float(found[0].group(1))) / window_s
+
+
 # ----------------------------------------------------------------------------------- run
 
 
@@ -236,6 +248,7 @@ def run(context: Context) -> PartResult:
             "p95 ms",
             "p99 ms",
             "mean tracklets per ONNX call",
+            "server CPU cores busy",
         ],
     )
     raw_points: list[dict[str, Any]] = []
@@ -289,6 +302,9 @@ def run(context: Context) -> PartResult:
                     f"(statuses seen: {result['statuses']})."
                 )
             batch = server_batch_size(result["metrics_before"], result["metrics_after"])
+            cores = server_cpu_cores(
+                result["metrics_before"], result["metrics_after"], result["window_s"]
+            )
             row = {
                 "batching": batching,
                 "request": result["name"],
@@ -300,6 +316,7 @@ def run(context: Context) -> PartResult:
                 "p95_ms": float(np.percentile(latencies, 95)),
                 "p99_ms": float(np.percentile(latencies, 99)),
                 "mean_batch": batch,
+                "server_cpu_cores": cores,
                 "window_s": result["window_s"],
                 "gallery_count_at_start": ready["gallery"]["count"],
                 "provider": ready["provider"],
@@ -316,6 +333,7 @@ def run(context: Context) -> PartResult:
                 row["p95_ms"],
                 row["p99_ms"],
                 batch,
+                cores,
             )
     table.notes.append(
         f"{FRAMES_PER_TRACKLET} JPEG frames of 128 x 64 per request (multipart), {distinct} "
@@ -326,7 +344,8 @@ def run(context: Context) -> PartResult:
         "the server. Server settings are the service's defaults (decode and inference thread "
         "pools, ONNX Runtime threads), provider "
         f"{raw_points[0]['provider'] if raw_points else 'unknown'}; the last column is "
-        "`reid_batch_size` from /metrics over the window."
+        "`reid_batch_size` from /metrics over the window, and the server's CPU time over it "
+        "(`process_cpu_seconds_total`) divided by its length."
     )
     part = PartResult(
         name="http",

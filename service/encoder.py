@@ -76,6 +76,18 @@ def spread_attention(weights: np.ndarray, indices: np.ndarray, length: int) -> n
     return (weights[owner] / share[owner]).astype(np.float32)
 
 
+def _batch(tracklets: Sequence[np.ndarray], chosen: Sequence[np.ndarray]) -> np.ndarray:
+    """The network's (B, T', C, H, W) float32 input, copying only what must be copied: one
+    whole contiguous tracklet is passed as it is (a copy of a query's frames costs more than
+    the copy's bytes: fresh pages, see service/process_memory.py)."""
+    if len(tracklets) == 1 and len(chosen[0]) == tracklets[0].shape[0]:
+        return np.ascontiguousarray(tracklets[0], dtype=np.float32)[None]
+    return np.stack(
+        [x if len(c) == x.shape[0] else x[c] for x, c in zip(tracklets, chosen, strict=True)],
+        dtype=np.float32,
+    )
+
+
 def frame_attention(weights: np.ndarray, num_frames: int) -> np.ndarray:
     """Attention over a tracklet's embedded frames -> one weight per uploaded frame.
 
@@ -204,7 +216,7 @@ class Encoder:
             groups.setdefault(len(chosen), []).append(position)
         results: list[Embedded | None] = [None] * len(tracklets)
         for members in groups.values():
-            batch = np.stack([tracklets[i][indices[i]] for i in members]).astype(np.float32)
+            batch = _batch([tracklets[i] for i in members], [indices[i] for i in members])
             outputs = self._run(batch)
             for row, i in enumerate(members):
                 which = self.roles[roles[i]]

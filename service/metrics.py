@@ -24,6 +24,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     generate_latest,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +38,8 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_cpu_seconds_total, resident memory, open files: how busy the server's cores are
+        ProcessCollector(registry=self.registry)
         self.request_duration = Histogram(
             "reid_request_duration_seconds",
             "HTTP request latency by route template.",

@@ -44,6 +44,7 @@ COUNT_COLUMNS = ("failed", "RSS")
 OPTIONAL_COLUMNS = (
     "% of CPU peak",
     "mean tracklets per ONNX call",
+    "server CPU cores busy",
     "100 queries",
     "in this process",
     "served / in process",

@@ -20,6 +20,7 @@ from model.preprocessing import (
     FLOW_X,
     FLOW_Y,
     FRAME_SIZE,
+    InputSpec,
     center_crop,
     lucas_kanade_flow,
     mirror,
@@ -100,6 +101,19 @@ def test_output_shape_dtype_and_range(t: int) -> None:
     assert served.shape == (t, len(CHANNELS), *CROP_SIZE)
     assert served.dtype == np.float32 and served.flags.c_contiguous
     np.testing.assert_array_equal(served, center_crop(x))
+
+
+@pytest.mark.parametrize("t", [1, 3, 8])
+def test_per_pixel_serving_path_equals_crop_of_preprocessed_frames(t: int) -> None:
+    # RGB with zero flow (the shipped model's spec) crops each frame as it is resized; it must
+    # give exactly what cropping the whole preprocessed tracklet gives.
+    spec = InputSpec((136, 68), (128, 64), "rgb", "zero")
+    frames = mixed_frames(t)
+    served = prepare_tracklet(frames, spec)
+    assert served.dtype == np.float32 and served.flags.c_contiguous
+    np.testing.assert_array_equal(served, center_crop(preprocess_frames(frames, spec), (128, 64)))
+    with pytest.raises(ValueError, match="empty"):
+        prepare_tracklet([], spec)
 
 
 def test_constants_match_contract() -> None:
