@@ -215,19 +215,31 @@ class Encoder:
         for position, chosen in enumerate(indices):
             groups.setdefault(len(chosen), []).append(position)
         results: list[Embedded | None] = [None] * len(tracklets)
-        for members in groups.values():
-            batch = _batch([tracklets[i] for i in members], [indices[i] for i in members])
-            outputs = self._run(batch)
-            for row, i in enumerate(members):
-                which = self.roles[roles[i]]
-                results[i] = Embedded(
-                    embedding=outputs[f"embedding_{which}"][row].astype(np.float32),
-                    attention=frame_attention(
-                        outputs[f"attention_{which}"][row], tracklets[i].shape[0]
-                    ),
-                    features=outputs["features"][row].astype(np.float32),
-                )
+        for length, group in groups.items():
+            for members in self.arena.calls(group, length):
+                self._embed_call(tracklets, indices, roles, members, results)
         return [item for item in results if item is not None]
+
+    def _embed_call(
+        self,
+        tracklets: Sequence[np.ndarray],
+        indices: list[np.ndarray],
+        roles: list[str],
+        members: list[int],
+        results: list[Embedded | None],
+    ) -> None:
+        """One ONNX Runtime call on ``members`` (tracklets of one embedded length)."""
+        batch = _batch([tracklets[i] for i in members], [indices[i] for i in members])
+        outputs = self._run(batch)
+        for row, i in enumerate(members):
+            which = self.roles[roles[i]]
+            results[i] = Embedded(
+                embedding=outputs[f"embedding_{which}"][row].astype(np.float32),
+                attention=frame_attention(
+                    outputs[f"attention_{which}"][row], tracklets[i].shape[0]
+                ),
+                features=outputs["features"][row].astype(np.float32),
+            )
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()

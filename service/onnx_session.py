@@ -1,13 +1,14 @@
 """ONNX Runtime sessions as the service runs them: CUDA when asked for and offered, and a CPU
-memory arena that keeps what ordinary calls need but gives back what a large call grew it to.
+memory arena that keeps what ordinary calls need and never grows far past it.
 
 Why the arena policy: without ONNX Runtime's CPU arena every intermediate tensor of every call is
 a fresh allocation, and with the service's malloc tuning (:mod:`service.process_memory`) the large
 ones are fresh mappings whose pages fault in again on each call: a 16-frame tracklet of the
 default model took 30 ms instead of 18 ms (bench/query_time.py, docs/benchmarks-query.md). With
 the arena always kept, one 1,024-frame batch left the process 1.7 GiB larger for good. So the
-arena is on, and a call on more than ``arena_frames`` frames shrinks it back afterwards
-(``memory.enable_memory_arena_shrinkage``): the next ordinary call regrows only what it needs.
+arena is on, batches are split into calls of at most ``arena_frames`` frames, and the one call
+that can be larger (a single tracklet longer than that) shrinks the arena back afterwards
+(``memory.enable_memory_arena_shrinkage``).
 
 Why no spinning by default: ONNX Runtime's idle intra-op threads otherwise spin for work after
 each call, and each session (the encoder's, the pair scorer's) has its own. On two cores they took
@@ -55,6 +56,17 @@ class ArenaPolicy:
     @property
     def enabled(self) -> bool:
         return self.frames > 0
+
+    def calls(self, members: list[int], length: int) -> list[list[int]]:
+        """``members`` (tracklets of ``length`` embedded frames each) split into ONNX calls of
+        at most ``frames`` frames, one tracklet per call at least. Tracklets of a batch are
+        independent, so the split changes no result; it keeps the arena at the size of an
+        ordinary call (a 256-frame call grew the process 140 MiB more with the arena than
+        without: its regions grow by doubling)."""
+        if not self.enabled:
+            return [members]
+        per_call = max(1, self.frames // length)
+        return [members[i : i + per_call] for i in range(0, len(members), per_call)]
 
     def run_options(self, frames: int) -> ort.RunOptions | None:
         """The options of a call on ``frames`` frames (None: keep the arena as it is)."""

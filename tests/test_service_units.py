@@ -274,6 +274,25 @@ def test_micro_batching_never_keeps_a_lone_tracklet_waiting(encoder: Encoder) ->
     assert asyncio.run(one()) < 10.0  # far under the 30 s a waiting batch would take
 
 
+def test_large_batches_are_split_into_arena_sized_calls(encoder: Encoder) -> None:
+    from service.onnx_session import ArenaPolicy
+
+    policy = ArenaPolicy(8)
+    assert policy.calls([0, 1, 2, 3, 4], 3) == [[0, 1], [2, 3], [4]]
+    assert policy.calls([0, 1], 20) == [[0], [1]]  # one tracklet per call at least
+    assert ArenaPolicy(0).calls([0, 1, 2], 3) == [[0, 1, 2]]
+    assert policy.run_options(8) is None and policy.run_options(9) is not None
+    split = Encoder(encoder.model_path, use_cuda=False, arena=policy)
+    calls: list[int] = []
+    split.on_run = lambda count, frames, seconds: calls.append(frames)
+    tracklets = _tracklets(3, 3, 3, 3, 3)
+    results = split.embed(tracklets, "query")
+    assert calls == [6, 6, 3]
+    whole = encoder.embed(tracklets, "query")
+    for mine, theirs in zip(results, whole, strict=True):
+        np.testing.assert_allclose(mine.embedding, theirs.embedding, rtol=1e-4, atol=1e-5)
+
+
 def test_micro_batching_off_runs_each_tracklet_alone(encoder: Encoder) -> None:
     calls = _batched_runs(encoder, False, _tracklets(3, 3, 3))
     assert calls == [1, 1, 1]
