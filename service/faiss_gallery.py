@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.faiss_index import FaissIndexConfig, make_index
+from service.faiss_index import FaissIndexConfig, make_index, use_build_threads
 from service.faiss_store import (
     INSERT,
     INSERT_THUMBNAIL,
@@ -104,7 +104,7 @@ class FaissGallery(Gallery):
             self._live: dict[int, _Live] = {}
             config = index or FaissIndexConfig()
             self._index = make_index(config, signature.embedding_size)
-            config.use_build_threads()
+            use_build_threads()
             self._load_index()
             config.use_search_threads()
         except BaseException:

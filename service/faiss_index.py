@@ -68,16 +68,20 @@ class FaissIndexConfig:
         if self.search_threads < 1:
             raise ValueError("FAISS search threads must be at least 1")
 
-    def use_build_threads(self) -> None:
-        """Every thread OpenMP had when FAISS was imported: a large rebuild is parallel."""
-        faiss.omp_set_num_threads(BUILD_THREADS)
-
     def use_search_threads(self) -> None:
         """Why one thread by default: a query searches one vector, and splitting that scan over
         OpenMP threads costs more than it gains (100k exact: 2.0 ms on one thread, 7.1 ms on
         two), while OpenMP's spinning threads take the CPU from the network: 8 concurrent
-        clients got 20 queries/s with two threads, 43 with one (docs/service.md)."""
+        clients got 20 queries/s with two threads, 43 with one (docs/service.md).
+
+        OpenMP keeps the thread count per calling thread, and searches run in the service's
+        worker threads, so every search sets it for its own thread (a cheap call)."""
         faiss.omp_set_num_threads(self.search_threads)
+
+
+def use_build_threads() -> None:
+    """Every thread OpenMP had when FAISS was imported, for this thread: a rebuild is parallel."""
+    faiss.omp_set_num_threads(BUILD_THREADS)
 
 
 Answer = tuple[np.ndarray, np.ndarray]  # squared distances (k,), ids (k,) with -1 past the end
@@ -86,7 +90,7 @@ Answer = tuple[np.ndarray, np.ndarray]  # squared distances (k,), ids (k,) with 
 def make_index(config: FaissIndexConfig, dim: int) -> ExactIndex | HnswIndex:
     if config.kind == "hnsw":
         return HnswIndex(dim, config)
-    return ExactIndex(dim)
+    return ExactIndex(dim, config)
 
 
 def _gpu_resources() -> Any:
@@ -104,7 +108,8 @@ class ExactIndex:
     """``IndexIDMap2(IndexFlatL2)``, with a GPU replica for unfiltered searches. Not
     thread-safe: the gallery calls it under its lock."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, config: FaissIndexConfig | None = None) -> None:
+        self.config = config or FaissIndexConfig()
         self._cpu = faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
         self._gpu = _gpu_resources()
         self._gpu_index: Any = None  # a replica of the CPU index, rebuilt lazily after deletes
@@ -138,6 +143,7 @@ class ExactIndex:
         return self._gpu_index
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Answer:
+        self.config.use_search_threads()
         params = None
         if allowed is not None:
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
@@ -191,6 +197,7 @@ class HnswIndex:
         return self._skip[0]
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Answer:
+        self.config.use_search_threads()
         ef = max(self.config.hnsw_ef_search, k)
         if allowed is None:
             selector = self._skip_tombstones()

@@ -34,6 +34,8 @@ TABLES = (
     "Ours and the peer on the same 16 frames",
     "Peer ratio",
     "Where a query's time goes",
+    "Encoder on CUDA and on the CPU",
+    "FAISS exact search on the GPU and the CPU",
 )
 MACHINE_ROWS = ("CPU", "memory", "GPU", "OS", "Python", "packages", "date (UTC)", "command")
 
