@@ -268,9 +268,9 @@ class Settings(BaseSettings):
     ort_arena_frames: int = Field(
         DEFAULT_ARENA_FRAMES,
         ge=0,
-        description="ONNX Runtime keeps its CPU memory arena between calls (faster); a call on "
-        "more frames than this gives what it grew back afterwards. 0: no arena "
-        "(service/onnx_session.py).",
+        description="ONNX Runtime keeps its CPU memory arena between calls (faster); batches are "
+        "split into calls of at most this many frames, and a longer single tracklet gives back "
+        "what it grew the arena to. 0: no arena (service/onnx_session.py).",
     )
     ort_spin: bool = Field(
         False,
