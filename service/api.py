@@ -21,7 +21,7 @@ from service.admission import Admission, AdmissionMiddleware
 from service.errors import ERROR_RESPONSES, install_error_handlers
 from service.frames import FrameLimits
 from service.limits import BodySizeLimitMiddleware
-from service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from service.metrics import ServiceMetrics
 from service.onnx_session import ModelLoadError
 from service.openapi import install_openapi
 from service.request_context import RequestContextMiddleware
@@ -109,7 +109,6 @@ def create_app(settings: Settings) -> FastAPI:
         BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, path_limits=path_limits
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     for module in (tracklets, query, videos, identities, health, ui):
         app.include_router(module.router)
     install_openapi(app, [EnrollJson, QueryJson, BatchEnrollRequest], settings.auth_enabled)

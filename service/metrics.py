@@ -14,7 +14,6 @@ Exposed at ``GET /metrics``:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -27,7 +26,6 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -105,6 +103,10 @@ class ServiceMetrics:
         self.batch_size.observe(tracklets)
         self.inference_duration.observe(seconds)
 
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request, labelled with the route template that served it."""
+        self.request_duration.labels(method, route, str(status)).observe(seconds)
+
     def count_embedded(self, role: str, frames: int) -> None:
         self.frames_embedded.labels(role).inc(frames)
         self.tracklets_embedded.labels(role).inc()
@@ -115,32 +117,3 @@ class ServiceMetrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-class RequestMetricsMiddleware:
-    """Times every HTTP request and labels it with the route template that served it."""
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = {"code": 500}
-
-        async def recording_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_duration.labels(
-                scope.get("method", ""), template, str(status["code"])
-            ).observe(time.perf_counter() - start)

@@ -1,5 +1,5 @@
-"""The outermost layer of every request: its id, its access log line, and the guarantee that no
-exception leaves the app.
+"""The outermost layer of every request: its id, its access log line, its latency metric, and
+the guarantee that no exception leaves the app.
 
 * **Request id**: a client's ``X-Request-ID`` (letters, digits and ``._:-``, at most 128) is kept,
   otherwise one is made; it is echoed in the response's ``X-Request-ID`` header and is on every
@@ -70,7 +70,12 @@ class RequestContextMiddleware:
         try:
             await self._serve(scope, receive, send_with_id, sent)
         finally:
-            self._access_line(scope, sent["status"], time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self._access_line(scope, sent["status"], seconds)
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe_request(
+                scope.get("method", ""), template, sent["status"] or 500, seconds
+            )
             REQUEST_ID.reset(token)
 
     async def _serve(
