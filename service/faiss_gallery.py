@@ -3,8 +3,10 @@
 SQLite (WAL journal, ``synchronous=FULL``) holds every tracklet: metadata, the embedding, the
 per-step features (float16) and the attention. A FAISS index over the embeddings (exact by
 default, HNSW with ``REID_FAISS_INDEX=hnsw``: :mod:`service.faiss_index`) is rebuilt from it at
-start, so the index never has to be saved and can never disagree with the database after a
-crash: whatever SQLite committed is what the next start indexes.
+start, so the index can never disagree with the database after a crash: whatever SQLite
+committed is what the next start indexes. An HNSW graph, slow to build, is also written at a
+clean close and read back at the next start, reconciled with SQLite
+(:mod:`service.hnsw_snapshot`).
 
 Ordering keeps the two consistent while running: an add commits to SQLite first and only then
 enters FAISS (if FAISS fails the rows are deleted again); a delete commits first and then removes
@@ -25,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.faiss_index import FaissIndexConfig, make_index, use_build_threads
+from service import hnsw_snapshot
+from service.faiss_index import FaissIndexConfig, HnswIndex, make_index, use_build_threads
 from service.faiss_store import (
+    ID_CHUNK,
     INSERT,
     INSERT_THUMBNAIL,
     META_COLUMNS,
@@ -159,7 +163,12 @@ class FaissGallery(Gallery):
             )
 
     def _load_index(self) -> None:
-        """Rebuild the index from SQLite: one query, one contiguous copy, one FAISS add."""
+        """The index of every live row: the HNSW snapshot reconciled with SQLite when there is
+        a usable one, else rebuilt from SQLite (one query, one contiguous copy, one add)."""
+        # Whether the index differs from what is on disk (an HNSW gallery writes it at close).
+        self._unsaved = isinstance(self._index, HnswIndex)
+        if self._unsaved and self._load_snapshot():
+            return
         rows = self._db.execute(
             "SELECT row_id, tracklet_id, identity, camera, embedding FROM tracklets"
         ).fetchall()
@@ -169,6 +178,30 @@ class FaissGallery(Gallery):
         vectors = np.frombuffer(b"".join(row[4] for row in rows), dtype=np.float32)
         self._index.add(ids, vectors.reshape(len(rows), -1))
         self._live = {row[0]: _Live(row[1], row[2], row[3]) for row in rows}
+
+    def _load_snapshot(self) -> bool:
+        assert isinstance(self._index, HnswIndex)
+        rows = self._db.execute(
+            "SELECT row_id, tracklet_id, identity, camera FROM tracklets ORDER BY row_id"
+        ).fetchall()
+        live = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        loaded = hnsw_snapshot.load(self.directory, self._index.config, self._index.dim, live)
+        if loaded is None:
+            return False
+        self._index, missing = loaded
+        for start in range(0, len(missing), ID_CHUNK):  # SQLite's limit on bound parameters
+            chunk = [int(i) for i in missing[start : start + ID_CHUNK]]
+            found = self._db.execute(
+                "SELECT row_id, embedding FROM tracklets WHERE row_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            ids = np.fromiter((row[0] for row in found), dtype=np.int64, count=len(found))
+            vectors = np.frombuffer(b"".join(row[1] for row in found), dtype=np.float32)
+            self._index.add(ids, vectors.reshape(len(found), -1))
+        self._live = {row[0]: _Live(row[1], row[2], row[3]) for row in rows}
+        self._unsaved = len(missing) > 0 or self._index.tombstones > 0
+        return True
 
     @property
     def index_description(self) -> str:
@@ -200,6 +233,7 @@ class FaissGallery(Gallery):
             ids = np.asarray(row_ids, dtype=np.int64)
             vectors = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in records])
             try:
+                self._unsaved = True
                 self._index.add(ids, vectors)
             except Exception as exc:
                 # Keep "nothing stored" true: take the committed rows back out.
@@ -233,6 +267,7 @@ class FaissGallery(Gallery):
             if ids:
                 for row_id in ids:
                     self._live.pop(row_id, None)
+                self._unsaved = True
                 self._index.remove(np.asarray(ids, np.int64))
             return len(ids)
 
@@ -415,4 +450,12 @@ class FaissGallery(Gallery):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if isinstance(self._index, HnswIndex) and self._unsaved:
+                try:
+                    hnsw_snapshot.save(self._index, self.directory)
+                    self._unsaved = False
+                except (OSError, RuntimeError):  # the next start rebuilds: nothing is lost
+                    log.warning(
+                        "writing the HNSW graph to %s failed", self.directory, exc_info=True
+                    )
             self._index.close()

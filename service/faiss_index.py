@@ -16,9 +16,10 @@ delete (a minute at 1M), a deleted id becomes a *tombstone*: its vector stays in
 still helps navigation) but unfiltered searches pass FAISS an ``IDSelectorNot`` over the
 tombstones, so HNSW skips them while collecting its ``k`` results: no over-fetch or second round
 is needed and a deleted tracklet is never returned. Filtered searches pass the allowed ids,
-which come from SQLite and so never contain deleted rows. The space of tombstones is given back
-at the next start, when the index is rebuilt from SQLite (the source of truth) with the live rows
-only; ``index_description`` (``/readyz``) says how many are waiting.
+which come from SQLite and so never contain deleted rows. The graph is kept on disk between runs
+(:mod:`service.hnsw_snapshot`), tombstones included; once they pass
+:data:`TOMBSTONE_WARNING_SHARE` of it, the next start rebuilds the graph from SQLite (the source
+of truth) with the live rows only. ``index_description`` (``/readyz``) says how many are waiting.
 
 Filters and HNSW. A FAISS selector only filters HNSW's results, so a filter that keeps a small
 share of the gallery would leave HNSW's ``efSearch`` candidates mostly filtered out. A filtered
@@ -162,15 +163,38 @@ class HnswIndex:
     """``IndexIDMap2(IndexHNSWFlat)`` with tombstones for deletes (module docstring). CPU only.
     Not thread-safe: the gallery calls it under its lock."""
 
-    def __init__(self, dim: int, config: FaissIndexConfig) -> None:
+    def __init__(self, dim: int, config: FaissIndexConfig, id_map: Any = None) -> None:
         self.config = config
-        graph = faiss.IndexHNSWFlat(dim, config.hnsw_m)
+        self.dim = dim
+        if id_map is None:
+            graph = faiss.IndexHNSWFlat(dim, config.hnsw_m)
+            id_map = faiss.IndexIDMap2(graph)
+        else:  # read from disk (service.hnsw_snapshot): the id map owns its graph
+            graph = faiss.downcast_index(id_map.index)
         graph.hnsw.efConstruction = config.hnsw_ef_construction
         graph.hnsw.efSearch = config.hnsw_ef_search
-        self._graph = graph  # IndexIDMap2 does not own it from Python's side: keep it alive
-        self._index = faiss.IndexIDMap2(graph)
+        self._graph = graph  # IndexIDMap2 does not own a graph made here: keep it alive
+        self._index = id_map
         self._tombstones: set[int] = set()
         self._skip: tuple[Any, Any] | None = None  # (IDSelectorNot, its IDSelectorBatch)
+
+    @classmethod
+    def from_id_map(cls, id_map: Any, dim: int, config: FaissIndexConfig) -> HnswIndex:
+        """An index over a graph FAISS read back; ValueError when it is not one of ours."""
+        if not isinstance(id_map, faiss.IndexIDMap2) or id_map.d != dim:
+            raise ValueError("not an IndexIDMap2 of the gallery's dimension")
+        if not isinstance(faiss.downcast_index(id_map.index), faiss.IndexHNSWFlat):
+            raise ValueError("not an HNSW graph")
+        return cls(dim, config, id_map)
+
+    @property
+    def id_map(self) -> Any:
+        """The FAISS index to write to disk (service.hnsw_snapshot)."""
+        return self._index
+
+    def ids(self) -> np.ndarray:
+        """Every id in the graph, tombstones included, sorted."""
+        return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
 
     @property
     def ntotal(self) -> int:
@@ -231,9 +255,9 @@ class HnswIndex:
             f"{self.ntotal - self.tombstones} vectors"
         )
         if self._tombstones:
-            text += f" and {self.tombstones} deleted ones kept until the next start"
+            text += f" and {self.tombstones} deleted ones kept"
             if self.tombstones > TOMBSTONE_WARNING_SHARE * self.ntotal:
-                text += " (restart to give their memory back)"
+                text += " (restart to give their memory back: the graph is then rebuilt)"
         return text
 
     def close(self) -> None:

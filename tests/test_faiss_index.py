@@ -30,7 +30,7 @@ def expected_ids(records, query, keep=everything) -> list[str]:
     return [tracklet_id for tracklet_id, _, _ in brute_force(records, query, keep)]
 
 
-def test_deleted_tracklets_are_skipped_inside_faiss_and_freed_at_the_next_start(
+def test_deleted_tracklets_are_skipped_inside_faiss_and_kept_out_across_a_restart(
     tmp_path: Path,
 ) -> None:
     records = random_records(80, identities=10, seed=3)
@@ -43,7 +43,7 @@ def test_deleted_tracklets_are_skipped_inside_faiss_and_freed_at_the_next_start(
         for tracklet_id in nearest[:5]:
             assert gallery.delete_tracklet(tracklet_id)
         assert ids_of(gallery.search(query, 10, group_by_identity=False)) == nearest[5:15]
-        assert "5 deleted ones kept until the next start" in gallery.index_description
+        assert "5 deleted ones kept" in gallery.index_description
         gone = gallery.delete_identity(records[1].identity)
         assert gone > 0
         remaining = [
@@ -55,13 +55,61 @@ def test_deleted_tracklets_are_skipped_inside_faiss_and_freed_at_the_next_start(
             remaining, query
         )
         assert gallery.count() == len(remaining)
-    # A restart rebuilds the index from SQLite: only the live rows, no tombstone.
+    deleted = len(records) - len(remaining)
+    assert deleted <= faiss_index.TOMBSTONE_WARNING_SHARE * len(records)
+    # The restart reads the graph written at close: the deleted stay tombstones, never answers.
     with FaissGallery(tmp_path, SIGNATURE, index=HNSW) as gallery:
-        assert "deleted" not in gallery.index_description
-        assert f"{len(remaining)} vectors" in gallery.index_description
+        assert f"{len(remaining)} vectors and {deleted} deleted" in gallery.index_description
         assert ids_of(gallery.search(query, 500, group_by_identity=False)) == expected_ids(
             remaining, query
         )
+        # Deleting past the share rebuilds the graph at the next start, live rows only.
+        survivors = remaining[: len(remaining) // 2]
+        for record in remaining[len(survivors) :]:
+            assert gallery.delete_tracklet(record.tracklet_id)
+    with FaissGallery(tmp_path, SIGNATURE, index=HNSW) as gallery:
+        assert "deleted" not in gallery.index_description
+        assert f"{len(survivors)} vectors" in gallery.index_description
+        assert ids_of(gallery.search(query, 500, group_by_identity=False)) == expected_ids(
+            survivors, query
+        )
+
+
+def test_a_stale_or_broken_hnsw_snapshot_is_reconciled_with_sqlite(tmp_path: Path) -> None:
+    import shutil
+
+    from service import hnsw_snapshot
+
+    records = random_records(90, identities=9, seed=7)
+    query = records[5].embedding
+    with FaissGallery(tmp_path, SIGNATURE, index=HNSW) as gallery:
+        gallery.add(records[:60])
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in (hnsw_snapshot.GRAPH_FILE, hnsw_snapshot.RECORD_FILE):
+        shutil.copy(tmp_path / name, old / name)
+    with FaissGallery(tmp_path, SIGNATURE, index=HNSW) as gallery:
+        gallery.add(records[60:])
+        for record in records[:4]:
+            assert gallery.delete_tracklet(record.tracklet_id)
+    live = records[4:]
+    # As if the process had died after those writes: the graph on disk predates them.
+    for name in (hnsw_snapshot.GRAPH_FILE, hnsw_snapshot.RECORD_FILE):
+        shutil.copy(old / name, tmp_path / name)
+    with FaissGallery(tmp_path, SIGNATURE, index=HNSW) as gallery:
+        assert gallery.count() == len(live)
+        assert f"{len(live)} vectors and 4 deleted" in gallery.index_description
+        answer = ids_of(gallery.search(query, 500, group_by_identity=False))
+        assert answer == expected_ids(live, query)
+    # An unreadable graph, or one built with other parameters, is rebuilt from SQLite.
+    (tmp_path / hnsw_snapshot.GRAPH_FILE).write_bytes(b"not a faiss index")
+    with FaissGallery(tmp_path, SIGNATURE, index=HNSW) as gallery:
+        assert "deleted" not in gallery.index_description
+        assert ids_of(gallery.search(query, 500, group_by_identity=False)) == answer
+    other = FaissIndexConfig(kind="hnsw", hnsw_m=8)
+    with FaissGallery(tmp_path, SIGNATURE, index=other) as gallery:
+        assert "M=8" in gallery.index_description
+        assert ids_of(gallery.search(query, 500, group_by_identity=False)) == answer
 
 
 def test_the_index_kind_is_not_stored_every_start_indexes_what_sqlite_holds(
@@ -170,7 +218,8 @@ def test_the_service_serves_the_hnsw_index_across_a_restart(
     exported_model: Path, tmp_path: Path
 ) -> None:
     """REID_FAISS_INDEX=hnsw end to end: every acknowledged enrolment is found by the next
-    query, a delete is never answered, and a restart rebuilds the index without losing one."""
+    query, a delete is never answered, and a restart reads back the graph written at the stop
+    without losing one (or answering the deleted one)."""
     env = {"REID_FAISS_INDEX": "hnsw", "REID_FAISS_HNSW_EF_SEARCH": "32"}
     server = ServiceProcess(exported_model, tmp_path / "data", env)
     server.start()
@@ -190,10 +239,13 @@ def test_the_service_serves_the_hnsw_index_across_a_restart(
     try:
         with server.client() as client:
             ready = client.get("/readyz").json()["gallery"]
-            assert ready["count"] == 3 and "deleted" not in ready["index"]
+            assert ready["count"] == 3 and "3 vectors and 1 deleted" in ready["index"]
+            assert any((tmp_path / "data").rglob("hnsw.faiss"))
             for seed, tracklet_id in enumerate(enrolled[1:], start=1):
                 assert (
                     query_service(client, seed, top_k=1)["matches"][0]["tracklet_id"] == tracklet_id
                 )
+            answer = query_service(client, 0, top_k=10)["matches"]
+            assert enrolled[0] not in {m["tracklet_id"] for m in answer}
     finally:
         server.stop()
