@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import Context, time_calls
-from bench.report import PartResult, Table
+from bench.report import PartResult, Table, doc_description
 
 ENCODER_SHAPES = ((1, 16), (32, 16), (8, 128))
 QUICK_ENCODER_SHAPES = ((1, 4),)
@@ -144,7 +144,7 @@ def run(context: Context) -> PartResult:
     part = PartResult(
         name="gpu",
         title="9. The GPU path",
-        description=(__doc__ or "").split("\n\n", 1)[1].strip(),
+        description=doc_description(__doc__),
         tables=tables,
         raw=raw,
     )

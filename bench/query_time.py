@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import Context, time_calls
 from bench.http_load import jpeg_tracklets, multipart_body
-from bench.report import PartResult, Table
+from bench.report import PartResult, Table, doc_description
 
 ENROLLED = 20
 BOUNDARY = "reidbenchboundary"
@@ -166,7 +166,7 @@ def run(context: Context) -> PartResult:
     part = PartResult(
         name="query",
         title="8. Where a query's time goes",
-        description=(__doc__ or "").split("\n\n", 1)[1].strip(),
+        description=doc_description(__doc__),
         tables=[table],
         raw={"served": samples, "in_process": local, "model": str(model_path)},
     )

@@ -94,6 +94,11 @@ class PartResult:
         return "\n".join(parts)
 
 
+def doc_description(doc: str | None) -> str:
+    """A part module's docstring after its first paragraph: the report's description of it."""
+    return (doc or "").split("\n\n", 1)[-1].strip()
+
+
 def format_value(value: Any) -> str:
     """Three significant digits for floats (enough to compare rows, no false precision)."""
     if value is None:

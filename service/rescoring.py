@@ -63,8 +63,9 @@ class PairScorer:
                 "`python -m training export` to re-score shortlists"
             )
         self.path = pair_scorer_path_for(model_path)
-        self.arena = arena if arena is not None else ArenaPolicy()
-        self.session = open_session(self.path, use_cuda, intra_op_threads, self.arena, spin)
+        self.session = open_session(
+            self.path, use_cuda, intra_op_threads, arena or ArenaPolicy(), spin
+        )
         self.provider = self.session.get_providers()[0]
         names = [i.name for i in self.session.get_inputs()]
         if names != list(PAIR_SCORER_INPUTS):
@@ -90,10 +91,10 @@ class PairScorer:
                 strict=True,
             )
         )
-        # The scorer's rows are per-step features: one per frame of the pair.
-        options = self.arena.run_options(int(lengths.sum()) + query.shape[0] * len(candidates))
+        # No shrinking: the scorer's inputs are per-step feature vectors, not images, so its
+        # arena stays small (kilobytes per frame) even for the largest shortlist.
         distance, query_attention, candidate_attention = self.session.run(
-            list(PAIR_SCORER_OUTPUTS), feeds, options
+            list(PAIR_SCORER_OUTPUTS), feeds
         )
         return (
             distance.astype(np.float64),
