@@ -326,25 +326,20 @@ def preprocess_frames(frames: Sequence[np.ndarray], spec: InputSpec = PAPER_INPU
     if len(frames) == 0:
         raise ValueError("empty frame sequence: a tracklet needs at least one frame")
     sources = [_as_rgb01(frame, i) for i, frame in enumerate(frames)]
-    resized = [_resize(source, spec.frame_size) for source in sources]
-    h, w = resized[0].shape[:2]
-    out = np.empty((len(resized), len(spec.channels), h, w), dtype=np.float32)
+    rgb = np.stack([_resize(source, spec.frame_size) for source in sources])
+    t, h, w = rgb.shape[:3]
+    out = np.empty((t, len(spec.channels), h, w), dtype=np.float32)
     if spec.colour == "yuv":
-        yuv = _rgb_to_yuv(np.stack(resized))  # (T, H, W, 3)
+        yuv = _rgb_to_yuv(rgb)  # (T, H, W, 3)
         out[:, :3] = _standardise(yuv.transpose(0, 3, 1, 2))
     else:
-        # Frame by frame, straight into the output: no (T, H, W, 3) stack to allocate (large
-        # fresh arrays are fresh pages to fault in on every request: service/process_memory.py).
-        for i, frame in enumerate(resized):
-            out[i, :3] = frame.transpose(2, 0, 1)
+        out[:, :3] = rgb.transpose(0, 3, 1, 2)
     if spec.flow == "zero":
         out[:, FLOW_X:] = 0.0
         return out
     if spec.frame_size == FLOW_SIZE:
         # The paper input: the flow image is the Y channel before standardisation.
-        luma = (
-            np.ascontiguousarray(yuv[..., 0]) if spec.colour == "yuv" else _luma(np.stack(resized))
-        )
+        luma = np.ascontiguousarray(yuv[..., 0]) if spec.colour == "yuv" else _luma(rgb)
     else:
         luma = _luma(np.stack([_resize(source, FLOW_SIZE) for source in sources]))
     out[:, FLOW_X:] = _flow(luma, spec.frame_size)
@@ -396,29 +391,7 @@ def mirror(x: np.ndarray) -> np.ndarray:
 
 def prepare_tracklet(frames: Sequence[np.ndarray], spec: InputSpec = PAPER_INPUT) -> np.ndarray:
     """The serving path: frames -> contiguous float32 (T, 5, *spec.crop_size)."""
-    if spec.colour == "rgb" and spec.flow == "zero":
-        return _prepare_per_pixel(frames, spec)
     return center_crop(preprocess_frames(frames, spec), spec.crop_size)
-
-
-def _prepare_per_pixel(frames: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
-    """``center_crop(preprocess_frames(frames, spec))`` for a spec whose every channel is a
-    function of its own pixel (RGB, zero flow), so each frame is cropped as it is resized and
-    written once into the output. Why: the service's allocator hands every large array fresh
-    pages (service/process_memory.py), and the whole-frame stack and its cropped copy cost 3 ms
-    of a 16-frame query's 4 (tests/test_preprocessing.py checks the two paths agree exactly)."""
-    if isinstance(frames, np.ndarray) and frames.ndim not in (3, 4):
-        return center_crop(preprocess_frames(frames, spec), spec.crop_size)  # its error
-    if len(frames) == 0:
-        raise ValueError("empty frame sequence: a tracklet needs at least one frame")
-    (fh, fw), (ch, cw) = spec.frame_size, spec.crop_size  # InputSpec: crop within frame
-    top, left = (fh - ch) // 2, (fw - cw) // 2
-    out = np.empty((len(frames), len(spec.channels), ch, cw), dtype=np.float32)
-    for i, frame in enumerate(frames):
-        resized = _resize(_as_rgb01(frame, i), spec.frame_size)
-        out[i, :3] = resized[top : top + ch, left : left + cw].transpose(2, 0, 1)
-    out[:, FLOW_X:] = 0.0
-    return out
 
 
 def read_frame(path: str | os.PathLike[str]) -> np.ndarray:

@@ -78,8 +78,8 @@ def spread_attention(weights: np.ndarray, indices: np.ndarray, length: int) -> n
 
 def _batch(tracklets: Sequence[np.ndarray], chosen: Sequence[np.ndarray]) -> np.ndarray:
     """The network's (B, T', C, H, W) float32 input, copying only what must be copied: one
-    whole contiguous tracklet is passed as it is (a copy of a query's frames costs more than
-    the copy's bytes: fresh pages, see service/process_memory.py)."""
+    whole contiguous tracklet is passed as it is, and a batch is stacked once, already float32
+    (no fancy-indexed copy of a tracklet that keeps all its frames, no second copy to cast)."""
     if len(tracklets) == 1 and len(chosen[0]) == tracklets[0].shape[0]:
         return np.ascontiguousarray(tracklets[0], dtype=np.float32)[None]
     return np.stack(
