@@ -30,15 +30,18 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import error_response
 from service.metrics import ServiceMetrics
 from service.schemas import ApiError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ class Admission:
 
     @asynccontextmanager
     async def tracklet(self, pixels: int, frames: int, deadline: Deadline) -> AsyncIterator[None]:
-        """Hold room for one tracklet's decoding, preprocessing and embedding."""
+        """Hold room for one tracklet's decoding, preprocessing and embedding; the work inside
+        is awaited with :func:`run_to_end`, so the room is held until the work has stopped."""
         cost = self.work.clamp({"pixels": pixels, "frames": frames})
         timeout = min(self.wait_s, deadline.remaining())
         try:
@@ -197,6 +201,25 @@ class Admission:
             yield
         finally:
             self.work.release(grant)
+
+
+async def run_to_end(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end even when this task is cancelled meanwhile, then raise the
+    cancellation. Work under a grant runs in a thread or an ONNX call that a cancellation does
+    not stop (``anyio.to_thread`` is not shielded from an ``asyncio.TaskGroup`` cancelling a
+    failed batch's other tracklets): releasing the grant at the cancellation let the next
+    tracklet be admitted beside work still holding its memory (a valid-batch attack reached
+    600 MiB over idle, against about 350 for the same work admitted one at a time)."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
 
 
 class AdmissionMiddleware:

@@ -21,7 +21,7 @@ import anyio.to_thread
 import numpy as np
 
 from model.preprocessing import InputSpec, prepare_tracklet
-from service.admission import Admission, Deadline
+from service.admission import Admission, Deadline, run_to_end
 from service.encoder import Embedded
 from service.frames import (
     CheckedFrame,
@@ -132,29 +132,39 @@ def _decode_and_prepare(
     model's, says), and copies shrunk to ``preview_side`` when thumbnails are kept. Empties
     ``tracklet.frames``."""
     start = time.perf_counter()
-    images = []
+    images: list[np.ndarray] = []
     # Each frame's encoded bytes are dropped once it is decoded (``tracklet`` is used once).
     tracklet.frames.reverse()
-    while tracklet.frames:
-        deadline.check("while decoding its frames")
-        images.append(decode_checked(tracklet.frames.pop()))
-    decoded = time.perf_counter()
-    deadline.check("before preprocessing its frames")
     try:
-        prepared = prepare_tracklet(images, spec)
-    except Exception as exc:
-        # Preprocessing only ever sees images that decoded; if it still fails, the cause is in
-        # those images, so the client hears about it (and the server log has the trace).
-        log.warning("preprocessing rejected an upload", exc_info=True)
-        raise ApiError(
-            422, "unprocessable_frames", f"the frames could not be preprocessed: {exc}"
-        ) from exc
+        while tracklet.frames:
+            deadline.check("while decoding its frames")
+            images.append(decode_checked(tracklet.frames.pop()))
+        decoded = time.perf_counter()
+        deadline.check("before preprocessing its frames")
+        prepared = _prepare(images, spec)
+    except BaseException:
+        # The error's traceback keeps this frame alive, in a failed batch until the next
+        # garbage collection (its tasks and errors form cycles): drop the pixels now.
+        images.clear()
+        raise
     return _Prepared(
         tracklet=prepared,
         decode_ms=ms(decoded - start),
         preprocess_ms=ms(time.perf_counter() - decoded),
         previews=None if preview_side is None else [shrink(i, preview_side) for i in images],
     )
+
+
+def _prepare(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
+    try:
+        return prepare_tracklet(images, spec)
+    except Exception as exc:
+        # Preprocessing only ever sees images that decoded; if it still fails, the cause is in
+        # those images, so the client hears about it (and the server log has the trace).
+        log.warning("preprocessing rejected an upload", exc_info=True)
+        raise ApiError(
+            422, "unprocessable_frames", f"the frames could not be preprocessed: {exc}"
+        ) from None
 
 
 async def embed_checked(
@@ -166,17 +176,23 @@ async def embed_checked(
     pixels = sum(frame.pixels for frame in tracklet.frames)
     runtime = work.runtime
     async with work.admission.tracklet(pixels, len(tracklet.frames), work.deadline):
-        prepared = await anyio.to_thread.run_sync(
-            _decode_and_prepare,
-            tracklet,
-            runtime.encoder.spec,
-            work.deadline,
-            preview_side,
-            limiter=runtime.decode_limiter,
+        prepared = await run_to_end(
+            anyio.to_thread.run_sync(
+                _decode_and_prepare,
+                tracklet,
+                runtime.encoder.spec,
+                work.deadline,
+                preview_side,
+                limiter=runtime.decode_limiter,
+            )
         )
-        work.deadline.check("before embedding its frames")
-        embed_start = time.perf_counter()
-        embedded = await runtime.batcher.embed(prepared.tracklet, role)
+        try:
+            work.deadline.check("before embedding its frames")
+            embed_start = time.perf_counter()
+            embedded = await run_to_end(runtime.batcher.embed(prepared.tracklet, role))
+        except BaseException:
+            del prepared  # as in _decode_and_prepare: a traceback must not keep the tracklet
+            raise
     work.metrics.count_embedded(role, embedded.features.shape[0])
     return EmbeddedTracklet(
         embedded=embedded,

@@ -2,8 +2,8 @@
 memory arena that keeps what ordinary calls need and never grows far past it.
 
 Why the arena policy: without ONNX Runtime's CPU arena every intermediate tensor of every call is
-a fresh allocation, and with the malloc tuning the service had before (a 128 KiB mmap threshold,
-:mod:`service.process_memory`) the large ones were fresh mappings whose pages fault in again on each
+a fresh allocation, and with the malloc tuning (a 128 KiB mmap threshold,
+:mod:`service.process_memory`) the large ones are fresh mappings whose pages fault in again on each
 call: a 16-frame tracklet of the default model took 30 ms instead of 18 ms in process. With
 the arena always kept, one 1,024-frame batch left the process 1.7 GiB larger for good. So the
 arena is on, batches are split into calls of at most ``arena_frames`` frames, and the one call

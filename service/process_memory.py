@@ -8,15 +8,16 @@ and preprocesses large requests in worker threads hold far more than it uses:
   frames, base64 strings and NumPy arrays come from the heap, which fragments and keeps growing.
 
 With ``REID_MALLOC_TUNING`` (the default) the service caps the arenas at 2 and fixes the mmap
-threshold at 4 MiB and the trim threshold at 32 MiB. History, all from bench/attack.py and
+threshold at 128 KiB and the trim threshold at 32 MiB. History, all from bench/attack.py and
 ``python -m bench query`` (docs/service.md, "Limits and hostile input" and "Speed settings"):
 three 67 MB JSON queries in a row left 503 MiB over the idle server without the threshold fixed,
-354 MiB with it fixed at 128 KiB; but at 128 KiB every array over 128 KiB was a fresh mapping
-whose pages fault in on every request (0.5 ms a MB here: a 16-frame query's preprocessing took
-9.1 ms served against 1.2 ms in a plain process). At 4 MiB, with ONNX Runtime's arena split
-into 64-frame calls (:mod:`service.onnx_session`), the whole attack suite peaked at 478 MiB over
-the idle server (the bound is 600) and that preprocessing takes 0.9 ms. 128 KiB was not
-measured again with the split arena.
+354 MiB with it fixed at 128 KiB. While ONNX Runtime's arena was off, every tensor over 128 KiB
+was a fresh mapping faulting its pages in on each call (a 16-frame query's network took 42 ms
+served against 25 in a plain process), so the threshold was raised to 4 MiB; but then the 255
+frames and base64 strings of a 67 MB query fragment the heap, and that attack reached 578-665
+MiB over idle, past the 600 MiB bound (it failed CI once). With the arena on
+(:mod:`service.onnx_session`) 128 KiB costs no measurable time: a served 16-frame query took
+31.4-34 ms p50 at 128 KiB and 32.7-41.4 ms at 4 MiB, in alternating runs.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 ARENAS = 2
-MMAP_THRESHOLD = 4 * 1024 * 1024
+MMAP_THRESHOLD = 128 * 1024
 # Fixing the mmap threshold also fixes the trim threshold at glibc's 128 KiB: the heap would then
 # hand its top back after nearly every request and fault the same pages in again on the next.
-# In small in-process experiments, decoding and preprocessing a 16-frame query took 4.1-5.9 ms
-# with the mmap threshold at 4 MiB alone, 2.7-4.3 ms with this trim threshold too.
+# (In small in-process experiments with a 4 MiB mmap threshold, decoding and preprocessing a
+# 16-frame query took 4.1-5.9 ms with glibc's trim threshold, 2.7-4.3 ms with this one.)
 TRIM_THRESHOLD = 32 * 1024 * 1024
 
 

@@ -279,9 +279,9 @@ class Settings(BaseSettings):
     )
     malloc_tuning: bool = Field(
         True,
-        description="Cap glibc's malloc arenas at 2, fix its mmap threshold at 4 MiB and its trim "
-        "threshold at 32 MiB, so that large blocks a request freed go back to the system and the "
-        "heap keeps at most 32 MiB free at its top (service/process_memory.py).",
+        description="Cap glibc's malloc arenas at 2, fix its mmap threshold at 128 KiB and its "
+        "trim threshold at 32 MiB, so that large blocks a request freed go back to the system and "
+        "the heap keeps at most 32 MiB free at its top (service/process_memory.py).",
     )
     use_cuda: bool = Field(
         True, description="Use CUDAExecutionProvider when ONNX Runtime offers it."

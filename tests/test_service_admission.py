@@ -12,13 +12,14 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio.to_thread
 import cv2
 import numpy as np
 import pytest
 from service_fixtures import ServiceProcess, encode, person_frames
 
 from bench.hostile import many_entry_zip, png_chunk, png_with_data, truncated_jpeg_with_end_marker
-from service.admission import SMALL_SHARE, Budget, Deadline
+from service.admission import SMALL_SHARE, Admission, Budget, Deadline, run_to_end
 from service.image_data import check_jpeg_data, check_png_data, png_raw_size
 from service.schemas import ApiError
 from service.zip_directory import BadDirectory, directory_totals
@@ -89,6 +90,50 @@ def test_deadline() -> None:
     assert raised.value.status == 503 and raised.value.code == "deadline_exceeded"
     assert "REID_REQUEST_TIMEOUT_S" in raised.value.message
     assert raised.value.headers == {"Retry-After": "5"}
+
+
+def test_room_is_held_until_cancelled_work_in_a_thread_has_stopped() -> None:
+    """A failed batch cancels its other tracklets; one of them is being decoded in a thread,
+    which the cancellation does not stop. Its room must stay taken until the thread is done,
+    or the next tracklet is admitted beside it."""
+    admission = Admission.create(body_bytes=1, pixels=100, frames=10, wait_s=5.0)
+    finished: list[float] = []
+
+    def decode() -> None:
+        time.sleep(0.3)
+        finished.append(time.monotonic())
+
+    async def tracklet() -> None:
+        async with admission.tracklet(100, 10, Deadline.start(5.0)):
+            await run_to_end(anyio.to_thread.run_sync(decode))
+
+    async def failing_sibling() -> None:
+        await asyncio.sleep(0.05)
+        raise ValueError("a sibling failed")
+
+    async def batch() -> float:
+        with pytest.raises(ExceptionGroup):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(tracklet())
+                group.create_task(failing_sibling())
+        # The group ends once the cancelled tracklet has returned its room.
+        assert admission.work.used["main"] == {"pixels": 0, "frames": 0}
+        return time.monotonic()
+
+    ended = asyncio.run(batch())
+    assert finished and finished[0] <= ended
+
+
+def test_run_to_end_passes_results_and_errors_through() -> None:
+    async def value() -> int:
+        return 7
+
+    async def error() -> None:
+        raise KeyError("x")
+
+    assert asyncio.run(run_to_end(value())) == 7
+    with pytest.raises(KeyError):
+        asyncio.run(run_to_end(error()))
 
 
 # ------------------------------------------------------------------------------- image data

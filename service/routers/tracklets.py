@@ -222,10 +222,14 @@ async def _embed_all(
             except ApiError as exc:
                 raise exc.prefixed(f"tracklets[{index}]") from exc
 
+    tasks: list[asyncio.Task[EmbeddedTracklet]] = []
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(i, source)) for i, source in enumerate(sources)]
     except BaseExceptionGroup as failed:
+        # The error's traceback keeps this frame: without the tasks (and what their frames
+        # hold) it is no cycle, and goes with the answer instead of at a garbage collection.
+        tasks.clear()
         raise failed.exceptions[0] from None
     return [task.result() for task in tasks]
 
