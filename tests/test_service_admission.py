@@ -19,9 +19,13 @@ import pytest
 from service_fixtures import ServiceProcess, encode, person_frames
 
 from bench.hostile import many_entry_zip, png_chunk, png_with_data, truncated_jpeg_with_end_marker
+from model.preprocessing import PAPER_INPUT
 from service.admission import SMALL_SHARE, Admission, Budget, Deadline, run_to_end
+from service.embedding import CheckedTracklet, _decode_and_prepare
+from service.frames import EncodedFrame, FrameLimits, check_frames
 from service.image_data import check_jpeg_data, check_png_data, png_raw_size
 from service.schemas import ApiError
+from service.settings import Settings
 from service.zip_directory import BadDirectory, directory_totals
 
 # ---------------------------------------------------------------------------------- budgets
@@ -122,6 +126,43 @@ def test_room_is_held_until_cancelled_work_in_a_thread_has_stopped() -> None:
 
     ended = asyncio.run(batch())
     assert finished and finished[0] <= ended
+
+
+class _ExpiresAfter:
+    """A deadline that passes after ``checks`` checks (here: mid-way through decoding)."""
+
+    def __init__(self, checks: int) -> None:
+        self.left = checks
+
+    def check(self, stage: str) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise Deadline.start(0.0).error(stage)
+
+
+def _arrays_in(value: object) -> int:
+    if isinstance(value, np.ndarray):
+        return 1
+    if isinstance(value, list | tuple):
+        return sum(_arrays_in(item) for item in value)
+    return 0
+
+
+def test_an_error_while_decoding_keeps_no_pixels_in_its_traceback() -> None:
+    """A failed batch's errors sit in reference cycles until a garbage collection; whatever the
+    frames of their tracebacks hold stays resident that long (eight 42 MB tracklets once)."""
+    limits = FrameLimits.from_settings(Settings())
+    encoded = [EncodedFrame(f"{i}.png", encode(f)) for i, f in enumerate(person_frames(3, 8))]
+    tracklet = CheckedTracklet(check_frames(encoded, limits), 0.0)
+    with pytest.raises(ApiError) as raised:
+        _decode_and_prepare(tracklet, PAPER_INPUT, _ExpiresAfter(5), None)  # type: ignore[arg-type]
+    assert raised.value.code == "deadline_exceeded"
+    held = 0
+    tb = raised.value.__traceback__
+    while tb is not None:
+        held += sum(_arrays_in(v) for v in tb.tb_frame.f_locals.values())
+        tb = tb.tb_next
+    assert held == 0
 
 
 def test_run_to_end_passes_results_and_errors_through() -> None:
