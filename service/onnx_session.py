@@ -81,8 +81,9 @@ def open_session(
     spin: bool = False,
 ) -> ort.InferenceSession:
     """An ONNX Runtime session on CUDA when asked for and offered, else on the CPU; a CUDA
-    session that silently fell back to the CPU is logged. ``arena`` None: no CPU arena (for
-    one-off tools that never shrink it). ``spin``: idle intra-op threads spin for work."""
+    session that silently fell back to the CPU is logged. ``arena`` None: no CPU arena (the
+    training tools keep one and never shrink it: their process ends). ``spin``: idle intra-op
+    threads spin for work."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

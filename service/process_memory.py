@@ -42,8 +42,8 @@ TRIM_THRESHOLD = 32 * 1024 * 1024
 
 
 def tune_malloc() -> bool:
-    """Cap glibc's arenas and fix its mmap threshold; call before worker threads allocate.
-    Returns whether both took effect (False off glibc)."""
+    """Cap glibc's arenas and fix its mmap and trim thresholds; call before worker threads
+    allocate. Returns whether all three took effect (False off glibc)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return all(
