@@ -34,7 +34,7 @@ from tqdm import tqdm
 from bench.common import Context
 from bench.gallery import clustered_embeddings, prefill
 from bench.report import ROOT, PartResult, Table, format_value
-from bench.server import ServiceProcess
+from bench.server import ServiceProcess, open_default_gallery
 
 DESCRIPTION = (
     "The service as deployed (`uvicorn service.app:app` in its own process on 127.0.0.1, "
@@ -208,26 +208,18 @@ def run_load_generator(
 
 
 def run(context: Context) -> PartResult:
-    from model.card import card_path_for, load_card
-    from service.backends import DEFAULT_BACKEND, open_gallery
-    from service.gallery import ModelSignature
-    from service.settings import Settings
+    from service.backends import DEFAULT_BACKEND
 
     config = context.config
     started = time.perf_counter()
     folder = config.workdir / "http"
     folder.mkdir(parents=True, exist_ok=True)
     model_path = context.served_model_path()
-    card = load_card(card_path_for(model_path))
-    signature = ModelSignature(str(card["version"]), int(card["embedding_size"]))
 
     # Prefill through the gallery interface, where the service will look for it.
     data_dir = folder / "data"
-    location = Settings(
-        data_dir=data_dir, model_path=model_path, gallery_backend=DEFAULT_BACKEND
-    ).gallery_location()
     data = clustered_embeddings(config.http_gallery_size, 0, config.seed)
-    with open_gallery(DEFAULT_BACKEND, location, signature) as gallery:
+    with open_default_gallery(model_path, data_dir) as gallery:
         prefill_s = prefill(
             gallery, data, config.seed, progress=config.progress, desc="http prefill"
         )

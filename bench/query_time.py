@@ -62,8 +62,9 @@ def _served(model_path: Path, data_dir: Path, tracklets: list, queries: int) -> 
 
 def _prefill(model_path: Path, data_dir: Path, size: int, seed: int, progress: bool) -> None:
     from bench.gallery import clustered_embeddings, prefill
+    from bench.server import open_default_gallery
 
-    with _open_gallery(model_path, data_dir) as gallery:
+    with open_default_gallery(model_path, data_dir) as gallery:
         prefill(
             gallery,
             clustered_embeddings(size, 0, seed),
@@ -73,26 +74,10 @@ def _prefill(model_path: Path, data_dir: Path, size: int, seed: int, progress: b
         )
 
 
-def _open_gallery(model_path: Path, data_dir: Path) -> Any:
-    """The gallery the service opens for ``data_dir``, with the service's default settings."""
-    from model.card import card_path_for, load_card
-    from service.backends import open_gallery
-    from service.gallery import ModelSignature
-    from service.settings import Settings
-
-    card = load_card(card_path_for(model_path))
-    settings = Settings(data_dir=data_dir, model_path=model_path)
-    return open_gallery(
-        settings.gallery_backend,
-        settings.gallery_location(),
-        ModelSignature(str(card["version"]), int(card["embedding_size"])),
-        **settings.gallery_options(),
-    )
-
-
 def _in_process(
     model_path: Path, data_dir: Path, files: list, min_seconds: float
 ) -> dict[str, float]:
+    from bench.server import open_default_gallery
     from model.preprocessing import prepare_tracklet
     from service.encoder import Encoder
     from service.frames import EncodedFrame, FrameLimits, decode_frames
@@ -108,7 +93,7 @@ def _in_process(
     def median_ms(call: Callable[[], object]) -> float:
         return time_calls(call, min_seconds=min_seconds).median * 1e3
 
-    with _open_gallery(model_path, data_dir) as gallery:
+    with open_default_gallery(model_path, data_dir) as gallery:
         search_ms = median_ms(lambda: gallery.search(query, 10))
     return {
         "decode_ms": median_ms(lambda: decode_frames(encoded, limits)),

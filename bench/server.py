@@ -21,7 +21,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.gallery import Gallery
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +45,20 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without its ``REID_*`` variables, plus ``env``."""
     base = {key: value for key, value in os.environ.items() if not key.startswith("REID_")}
     return {**base, **env}
+
+
+def open_default_gallery(model_path: Path, data_dir: Path) -> Gallery:
+    """The gallery a :class:`ServiceProcess` on ``data_dir`` opens: the service's default
+    backend and index, whatever this process's ``REID_*`` variables say (the server never sees
+    them). For filling it before the server starts and searching it in-process."""
+    from model.card import card_path_for, load_card
+    from service.backends import DEFAULT_BACKEND, get_backend, open_gallery
+    from service.gallery import ModelSignature
+
+    card = load_card(card_path_for(model_path))
+    signature = ModelSignature(str(card["version"]), int(card["embedding_size"]))
+    location = get_backend(DEFAULT_BACKEND).default_location(data_dir)
+    return open_gallery(DEFAULT_BACKEND, str(location), signature)
 
 
 class ServiceProcess:
