@@ -74,18 +74,11 @@ def _encoder_table(context: Context) -> tuple[Table, bool, list[dict[str, Any]]]
     return table, "CUDA" in encoders, raw
 
 
-def _faiss_gpu() -> Any:
-    import faiss
-
-    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
-        return None
-    return faiss.StandardGpuResources()
-
-
 def _faiss_table(context: Context) -> tuple[Table, list[dict[str, Any]]]:
     import faiss
 
     from bench.gallery import clustered_embeddings
+    from service.faiss_index import gpu_resources
 
     config = context.config
     size = 2_000 if config.quick else 1_000_000
@@ -101,13 +94,14 @@ def _faiss_table(context: Context) -> tuple[Table, list[dict[str, Any]]]:
     # One query per call on one thread (the service's REID_FAISS_THREADS); a batch on every core.
     rows: list[tuple[str, Any, int, int]] = [("CPU, 1 thread", cpu, 1, 1)]
     rows.append((f"CPU, {threads} threads", cpu, BATCH_QUERIES, threads))
-    resources = _faiss_gpu()
+    resources = gpu_resources()
     if resources is not None:
         gpu = faiss.index_cpu_to_gpu(resources, 0, cpu)
         rows += [("GPU", gpu, 1, threads), ("GPU", gpu, BATCH_QUERIES, threads)]
     else:
         table.notes.append(
-            "GPU rows not measured: this FAISS build has no GPU support or sees no GPU."
+            "GPU rows not measured: this FAISS build has no GPU support, sees no GPU, or cannot "
+            "use it (a warning above says so)."
         )
     raw = []
     try:

@@ -94,7 +94,7 @@ def make_index(config: FaissIndexConfig, dim: int) -> ExactIndex | HnswIndex:
     return ExactIndex(dim, config)
 
 
-def _gpu_resources() -> Any:
+def gpu_resources() -> Any:
     """FAISS GPU resources when this FAISS build has GPU support and sees a GPU."""
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
         return None
@@ -112,7 +112,7 @@ class ExactIndex:
     def __init__(self, dim: int, config: FaissIndexConfig | None = None) -> None:
         self.config = config or FaissIndexConfig()
         self._cpu = faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
-        self._gpu = _gpu_resources()
+        self._gpu = gpu_resources()
         self._gpu_index: Any = None  # a replica of the CPU index, rebuilt lazily after deletes
 
     @property
