@@ -104,7 +104,7 @@ def test_output_shape_dtype_and_range(t: int) -> None:
 
 
 @pytest.mark.parametrize("t", [1, 3, 8])
-def test_per_pixel_serving_path_equals_crop_of_preprocessed_frames(t: int) -> None:
+def test_rgb_zero_flow_serving_equals_crop_of_preprocessed_frames(t: int) -> None:
     # The shipped model's spec (RGB, zero flow): serving is the crop of the preprocessed frames.
     spec = InputSpec((136, 68), (128, 64), "rgb", "zero")
     frames = mixed_frames(t)
